@@ -1,0 +1,53 @@
+"""memipc: shared-memory inter-process communication for Python.
+
+Processes on one machine create named regions, open them by name, map views
+at any offset, and (in later layers) coordinate with cross-process locks and
+events and pass messages through channels.  The model is Win32's file mapping
+(CreateFileMapping, OpenFileMapping, MapViewOfFile), made portable and safe.
+
+    >>> import memipc, uuid
+    >>> name = "doc-" + uuid.uuid4().hex[:8]
+    >>> with memipc.Region.create(name, 1024) as region:
+    ...     region.buf[:2] = b"hi"
+    ...     region.info().size
+    1024
+
+Layers, each importing only those below it: ``_platform`` (the OS) and
+``_core`` (C: atomics, futex, locks) → ``_region`` / ``_view`` / ``_lifetime``
+→ synchronization → channels → ``cli``.
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    ClosedError,
+    CorruptRegionError,
+    Empty,
+    Error,
+    ExistsError,
+    Full,
+    KindMismatchError,
+    MessageTooLargeError,
+    NotFoundError,
+)
+from ._region import Region, RegionInfo
+from ._view import View, ViewStream
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClosedError",
+    "CorruptRegionError",
+    "Empty",
+    "Error",
+    "ExistsError",
+    "Full",
+    "KindMismatchError",
+    "MessageTooLargeError",
+    "NotFoundError",
+    "Region",
+    "RegionInfo",
+    "View",
+    "ViewStream",
+    "__version__",
+]

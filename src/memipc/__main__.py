@@ -1,0 +1,5 @@
+"""``python -m memipc`` runs the command line, as the ``memipc`` script does."""
+
+from memipc.cli import main
+
+raise SystemExit(main())

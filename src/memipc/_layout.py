@@ -1,0 +1,261 @@
+"""L1: the Python mirror of src/c/layout.h.
+
+The canonical offset tables, with who writes each field and when, are in
+``src/c/layout.h``; this module repeats the offsets as ``struct`` formats so
+that Python can *read* the fields that never change after the header is
+published, and tests/test_layout.py checks every row against
+``_core.OFFSETS`` (computed by the compiler with ``offsetof``).
+
+Everything read here comes from shared memory and is untrusted:
+:func:`parse_header` reads each field once, checks it, and raises
+:class:`~memipc.CorruptRegionError` with the reason on any inconsistency.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from . import _core
+from ._errors import CorruptRegionError
+
+MAGIC = _core.MAGIC
+MAGIC_BYTES = struct.pack("<Q", MAGIC)
+ABI_VERSION = _core.ABI_VERSION
+HEADER_BYTES = _core.HEADER_BYTES
+NAME_CAPACITY = _core.NAME_CAPACITY
+PATH_CAPACITY = _core.PATH_CAPACITY
+ATTACH_SLOTS = _core.ATTACH_SLOTS
+FLAG_PERSIST = _core.FLAG_PERSIST
+FLAG_FILE_BACKED = _core.FLAG_FILE_BACKED
+FLAG_KNOWN = FLAG_PERSIST | FLAG_FILE_BACKED
+
+KIND_NAMES: dict[int, str] = {
+    _core.KIND_REGION: "region",
+    _core.KIND_MUTEX: "mutex",
+    _core.KIND_SEMAPHORE: "semaphore",
+    _core.KIND_EVENT: "event",
+    _core.KIND_CONDITION: "condition",
+    _core.KIND_RWLOCK: "rwlock",
+    _core.KIND_QUEUE: "queue",
+    _core.KIND_PUBSUB: "pubsub",
+    _core.KIND_RPC: "rpc",
+}
+KIND_CODES: dict[str, int] = {name: code for code, name in KIND_NAMES.items()}
+
+# struct mi_region_header, fixed part (offsets 0..127); see layout.h.
+HEADER_FIXED = struct.Struct("<QIIIIQQIIQQHHI56x")
+HEADER_FIELDS = (
+    "magic",
+    "abi_version",
+    "header_bytes",
+    "kind",
+    "flags",
+    "size_bytes",
+    "data_offset",
+    "creator_pid",
+    "attach_slot_count",
+    "creator_start_ticks",
+    "created_realtime_ns",
+    "name_length",
+    "path_length",
+    "attach_table_offset",
+)
+NAME_OFFSET = 128
+PATH_OFFSET = 384
+ATTACH_TABLE_OFFSET = 2048
+
+# struct mi_attach_slot.
+ATTACH_SLOT = struct.Struct("<IIQQQ")
+ATTACH_SLOT_FIELDS = ("pid", "reserved0", "start_ticks", "attached_realtime_ns", "reserved1")
+SLOT_PID = 0
+SLOT_START_TICKS = 8
+SLOT_ATTACHED_NS = 16
+
+# The attach lock byte (byte 0 of the header) and each slot's lock byte (its
+# first byte): see docs/design/lifetime.md.
+ATTACH_LOCK_BYTE = 0
+
+# Largest plausible pid (Linux PID_MAX_LIMIT); larger values in a slot are garbage.
+PID_LIMIT = 1 << 22
+
+# Python-side offsets of every field, for tests/test_layout.py.
+PY_OFFSETS: dict[str, tuple[int, int]] = {
+    "mi_region_header": (0, HEADER_BYTES),
+    "mi_attach_slot": (0, ATTACH_SLOT.size),
+    "mi_region_header.name": (NAME_OFFSET, NAME_CAPACITY),
+    "mi_region_header.path": (PATH_OFFSET, PATH_CAPACITY),
+    "mi_region_header.attach": (ATTACH_TABLE_OFFSET, ATTACH_SLOTS * ATTACH_SLOT.size),
+}
+
+
+def _add_rows(prefix: str, fmt: str, names: tuple[str, ...]) -> None:
+    offset = 0
+    for name, code in zip(names, [c for c in fmt.lstrip("<") if c.isalpha() and c != "x"], strict=True):
+        size = struct.calcsize("<" + code)
+        PY_OFFSETS[f"{prefix}.{name}"] = (offset, size)
+        offset += size
+
+
+_add_rows("mi_region_header", "<QIIIIQQIIQQHHI", HEADER_FIELDS)
+_add_rows("mi_attach_slot", "<IIQQQ", ATTACH_SLOT_FIELDS)
+for _reserved in ("mi_attach_slot.reserved0", "mi_attach_slot.reserved1"):
+    del PY_OFFSETS[_reserved]
+del _reserved
+
+
+def slot_offset(index: int) -> int:
+    """Byte offset of attach-table row ``index`` inside the header."""
+    return ATTACH_TABLE_OFFSET + index * ATTACH_SLOT.size
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The immutable part of a published region header, validated."""
+
+    kind: int
+    flags: int
+    size_bytes: int
+    data_offset: int
+    creator_pid: int
+    creator_start_ticks: int
+    created_realtime_ns: int
+    name: str
+    path: str | None
+
+    @property
+    def kind_name(self) -> str:
+        return KIND_NAMES[self.kind]
+
+    @property
+    def persist(self) -> bool:
+        return bool(self.flags & FLAG_PERSIST)
+
+
+def pack_header(
+    *,
+    kind: int,
+    flags: int,
+    size_bytes: int,
+    data_offset: int,
+    creator_pid: int,
+    creator_start_ticks: int,
+    created_realtime_ns: int,
+    name: str,
+    path: str | None,
+) -> bytes:
+    """The header bytes a creator writes, with ``magic`` left zero (published last)."""
+    name_bytes = name.encode()
+    path_bytes = path.encode() if path is not None else b""
+    if len(name_bytes) >= NAME_CAPACITY:
+        raise ValueError(f"name {name!r} needs {len(name_bytes)} bytes; the header holds {NAME_CAPACITY - 1}")
+    if len(path_bytes) >= PATH_CAPACITY:
+        raise ValueError(
+            f"path {path!r} is {len(path_bytes)} bytes long; a region header holds paths up to "
+            f"{PATH_CAPACITY - 1} bytes. Use a shorter path (for example a symlink)"
+        )
+    fixed = HEADER_FIXED.pack(
+        0,
+        ABI_VERSION,
+        HEADER_BYTES,
+        kind,
+        flags,
+        size_bytes,
+        data_offset,
+        creator_pid,
+        ATTACH_SLOTS,
+        creator_start_ticks,
+        created_realtime_ns,
+        len(name_bytes),
+        len(path_bytes),
+        ATTACH_TABLE_OFFSET,
+    )
+    block = bytearray(ATTACH_TABLE_OFFSET)
+    block[: len(fixed)] = fixed
+    block[NAME_OFFSET : NAME_OFFSET + len(name_bytes)] = name_bytes
+    block[PATH_OFFSET : PATH_OFFSET + len(path_bytes)] = path_bytes
+    return bytes(block)
+
+
+def _corrupt(where: str, problem: str) -> CorruptRegionError:
+    return CorruptRegionError(
+        f"{where}: {problem}. The segment was not written by a compatible memipc or was "
+        "damaged; remove it (memipc rm, or Region.unlink) and create it again"
+    )
+
+
+def parse_header(header: bytes | memoryview, *, segment_size: int, page_size: int, where: str) -> Header:
+    """Validate a published header (``magic`` already checked) and return its fields.
+
+    ``header`` is a snapshot of the first HEADER_BYTES; ``segment_size`` is the
+    size of the file holding it.  Every field is checked against the others and
+    against the file, so that no later step can index outside the mapping.
+    """
+    if len(header) < HEADER_BYTES:
+        raise _corrupt(where, f"the header is truncated ({len(header)} of {HEADER_BYTES} bytes)")
+    values = dict(zip(HEADER_FIELDS, HEADER_FIXED.unpack_from(header, 0), strict=True))
+    if values["magic"] != MAGIC:
+        if values["magic"] == int.from_bytes(MAGIC_BYTES, "big"):
+            raise _corrupt(where, "the header was written on a machine of the other byte order")
+        raise _corrupt(where, f"bad magic {values['magic']:#018x} (expected {MAGIC:#018x})")
+    if values["abi_version"] != ABI_VERSION:
+        raise CorruptRegionError(
+            f"{where}: layout version {values['abi_version']:#x} does not match this memipc's "
+            f"{ABI_VERSION:#x}. Every process sharing it must use the same memipc version; "
+            "upgrade them together, or remove the object and create it again"
+        )
+    if values["header_bytes"] != HEADER_BYTES:
+        raise _corrupt(where, f"header_bytes is {values['header_bytes']}, expected {HEADER_BYTES}")
+    if values["kind"] not in KIND_NAMES:
+        raise _corrupt(where, f"unknown kind {values['kind']}")
+    flags = values["flags"]
+    if flags & ~FLAG_KNOWN:
+        raise _corrupt(where, f"unknown flags {flags:#x}")
+    if values["attach_slot_count"] != ATTACH_SLOTS:
+        raise _corrupt(where, f"attach table claims {values['attach_slot_count']} rows, expected {ATTACH_SLOTS}")
+    if values["attach_table_offset"] != ATTACH_TABLE_OFFSET:
+        raise _corrupt(where, f"attach table offset {values['attach_table_offset']} is wrong")
+    size_bytes = values["size_bytes"]
+    if size_bytes == 0 or size_bytes >= 1 << 62:
+        raise _corrupt(where, f"impossible size {size_bytes}")
+    data_offset = values["data_offset"]
+    if flags & FLAG_FILE_BACKED:
+        if data_offset != 0:
+            raise _corrupt(where, f"a file-backed header has data_offset {data_offset}")
+    else:
+        if data_offset < HEADER_BYTES or data_offset % page_size or data_offset >= 1 << 40:
+            raise _corrupt(where, f"data offset {data_offset} is not a page-aligned offset after the header")
+        if data_offset + size_bytes > segment_size:
+            raise _corrupt(
+                where,
+                f"the header promises {size_bytes} bytes at offset {data_offset}, "
+                f"but the segment holds only {segment_size}",
+            )
+    name_length = values["name_length"]
+    path_length = values["path_length"]
+    if name_length == 0 or name_length >= NAME_CAPACITY:
+        raise _corrupt(where, f"name length {name_length} is impossible")
+    if path_length >= PATH_CAPACITY:
+        raise _corrupt(where, f"path length {path_length} is impossible")
+    raw_name = bytes(header[NAME_OFFSET : NAME_OFFSET + name_length])
+    raw_path = bytes(header[PATH_OFFSET : PATH_OFFSET + path_length])
+    try:
+        name = raw_name.decode("ascii")
+        path = raw_path.decode() if path_length else None
+    except UnicodeDecodeError:
+        raise _corrupt(where, "the name or path is not valid text") from None
+    if "\x00" in name or (path is not None and "\x00" in path):
+        raise _corrupt(where, "the name or path contains NUL")
+    if bool(flags & FLAG_FILE_BACKED) != (path is not None):
+        raise _corrupt(where, "the file-backed flag and the path disagree")
+    return Header(
+        kind=values["kind"],
+        flags=flags,
+        size_bytes=size_bytes,
+        data_offset=data_offset,
+        creator_pid=values["creator_pid"],
+        creator_start_ticks=values["creator_start_ticks"],
+        created_realtime_ns=values["created_realtime_ns"],
+        name=name,
+        path=path,
+    )
