@@ -160,10 +160,11 @@ MI_ROW(mi_region_header, attach, 2048);
 _Static_assert(sizeof(struct mi_region_header) == MI_HEADER_BYTES, "mi_region_header size");
 
 /* Derived from the layout: any change of a size or offset above changes it. */
-#define MI_ABI_VERSION                                                                   \
-    ((uint32_t)((MI_LAYOUT_REVISION << 24) ^ (sizeof(struct mi_region_header) << 8)    \
-                ^ (sizeof(struct mi_attach_slot) << 4) ^ MI_ATTACH_SLOTS                 \
-                ^ (offsetof(struct mi_region_header, attach) << 12)                      \
-                ^ (offsetof(struct mi_region_header, path) << 16)))
+#define MI_ABI_VERSION                                                                      \
+    ((uint32_t)(((MI_LAYOUT_REVISION & 0xffu) << 24)                                        \
+                | ((sizeof(struct mi_region_header) ^ (sizeof(struct mi_attach_slot) << 13)   \
+                    ^ (offsetof(struct mi_region_header, attach) << 2)                        \
+                    ^ (offsetof(struct mi_region_header, path) << 7) ^ (MI_ATTACH_SLOTS << 17)) \
+                   & 0xffffffu)))
 
 #endif

@@ -17,8 +17,6 @@ Layers, each importing only those below it: ``_platform`` (the OS) and
 → synchronization → channels → ``cli``.
 """
 
-from __future__ import annotations
-
 from ._errors import (
     ClosedError,
     CorruptRegionError,

@@ -1,6 +1,5 @@
 """Typed stub for memipc._core (src/c/module.c)."""
 
-
 from typing_extensions import Buffer
 
 OFFSETS: dict[str, tuple[int, int]]

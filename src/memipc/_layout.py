@@ -184,7 +184,9 @@ def _corrupt(where: str, problem: str) -> CorruptRegionError:
     )
 
 
-def parse_header(header: bytes | memoryview, *, segment_size: int, page_size: int, where: str) -> Header:
+def parse_header(
+    header: bytes | bytearray | memoryview, *, segment_size: int, page_size: int, where: str
+) -> Header:
     """Validate a published header (``magic`` already checked) and return its fields.
 
     ``header`` is a snapshot of the first HEADER_BYTES; ``segment_size`` is the
@@ -212,7 +214,9 @@ def parse_header(header: bytes | memoryview, *, segment_size: int, page_size: in
     if flags & ~FLAG_KNOWN:
         raise _corrupt(where, f"unknown flags {flags:#x}")
     if values["attach_slot_count"] != ATTACH_SLOTS:
-        raise _corrupt(where, f"attach table claims {values['attach_slot_count']} rows, expected {ATTACH_SLOTS}")
+        raise _corrupt(
+            where, f"attach table claims {values['attach_slot_count']} rows, expected {ATTACH_SLOTS}"
+        )
     if values["attach_table_offset"] != ATTACH_TABLE_OFFSET:
         raise _corrupt(where, f"attach table offset {values['attach_table_offset']} is wrong")
     size_bytes = values["size_bytes"]

@@ -16,11 +16,12 @@ region.  Lifetime (who keeps the name alive, how crashes are forgiven) is in
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
-import stat
 import operator
 import os
+import stat
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -28,15 +29,15 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar, final
 
-from . import _core, _lifetime
+from . import _core, _faults, _lifetime
 from ._errors import ClosedError, CorruptRegionError, ExistsError, KindMismatchError, NotFoundError
 from ._layout import (
     FLAG_FILE_BACKED,
     FLAG_PERSIST,
     HEADER_BYTES,
     KIND_CODES,
-    MAGIC_BYTES,
     KIND_NAMES,
+    MAGIC_BYTES,
     Header,
     pack_header,
     parse_header,
@@ -110,7 +111,9 @@ def _check_mode(mode: object, scope: Scope) -> int:
     if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
         raise ValueError(f"mode must be permission bits between 0 and 0o777, not {mode!r}")
     if not mode & 0o600 == 0o600:
-        raise ValueError(f"mode {mode:#o} must give the owner read and write (0o600) so the creator can use it")
+        raise ValueError(
+            f"mode {mode:#o} must give the owner read and write (0o600) so the creator can use it"
+        )
     return mode
 
 
@@ -120,10 +123,8 @@ def _data_offset() -> int:
 
 def _close_fd(fd: int) -> None:
     if fd >= 0:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 @final
@@ -159,15 +160,15 @@ class Region:
     _views: weakref.WeakSet[View]
     _info: Header | None = None
 
-    _name: str
-    _scope: Scope
-    _os_name: str | None
-    _size: int
-    _path: str | None
-    _access: Access
-    _kind: str
-    _created: bool
-    _data_base: int
+    _name: str = "?"
+    _scope: Scope = "user"
+    _os_name: str | None = None
+    _size: int = 0
+    _path: str | None = None
+    _access: Access = "rw"
+    _kind: str = "?"
+    _created: bool = False
+    _data_base: int = 0
 
     _construct_token: ClassVar[object] = object()
 
@@ -210,8 +211,9 @@ class Region:
         the memory available; touching pages beyond what the system can hold
         then kills the process, as with any sparse mapping.
         """
-        return cls._create(parse(name, scope), size, kind="region", mode=mode, path=path,
-                           persist=persist, reserve=reserve)
+        return cls._create(
+            parse(name, scope), size, kind="region", mode=mode, path=path, persist=persist, reserve=reserve
+        )
 
     @classmethod
     def open(
@@ -246,8 +248,16 @@ class Region:
         Safe under races: when many processes call it at once, exactly one
         creates.  An existing region must have the requested ``size``.
         """
-        return cls._open_or_create(parse(name, scope), size, kind="region", mode=mode, path=path,
-                                   persist=persist, reserve=reserve, access=check_access(access))
+        return cls._open_or_create(
+            parse(name, scope),
+            size,
+            kind="region",
+            mode=mode,
+            path=path,
+            persist=persist,
+            reserve=reserve,
+            access=check_access(access),
+        )
 
     @classmethod
     def open_file(
@@ -269,9 +279,7 @@ class Region:
                 raise ValueError(f"cannot map {file_path!r}: it is not a regular file")
             wanted = info.st_size if size is None else _check_size(size)
             if wanted == 0:
-                raise ValueError(
-                    f"cannot map {file_path!r}: the file is empty; pass size= to grow it first"
-                )
+                raise ValueError(f"cannot map {file_path!r}: the file is empty; pass size= to grow it first")
             if wanted > info.st_size:
                 if access != "rw":
                     raise ValueError(
@@ -284,8 +292,18 @@ class Region:
             raise
         region = cls(cls._construct_token)
         region._setup(
-            name=os.path.basename(file_path), scope="user", os_name=None, size=wanted, path=file_path,
-            access=access, kind="raw", created=False, fd=-1, data_fd=fd, data_base=0, raw=True,
+            name=os.path.basename(file_path),
+            scope="user",
+            os_name=None,
+            size=wanted,
+            path=file_path,
+            access=access,
+            kind="raw",
+            created=False,
+            fd=-1,
+            data_fd=fd,
+            data_base=0,
+            raw=True,
         )
         return region
 
@@ -306,8 +324,18 @@ class Region:
             raise ValueError(f"cannot map raw segment {oname.name!r}: it is empty (size 0)")
         region = cls(cls._construct_token)
         region._setup(
-            name=oname.name, scope="user", os_name=oname.os_name, size=size, path=None, access=access,
-            kind="raw", created=False, fd=-1, data_fd=fd, data_base=0, raw=True,
+            name=oname.name,
+            scope="user",
+            os_name=oname.os_name,
+            size=size,
+            path=None,
+            access=access,
+            kind="raw",
+            created=False,
+            fd=-1,
+            data_fd=fd,
+            data_base=0,
+            raw=True,
         )
         return region
 
@@ -346,9 +374,19 @@ class Region:
                 if not _platform.still_named(oname.os_name, fd):
                     os.close(fd)  # a reclaimer removed our fresh file before we locked it
                     continue
-                region._build(oname, fd, size_bytes, kind=KIND_CODES[kind], path=file_path,
-                              permissions=permissions, persist=persist, reserve=reserve,
-                              initialize=initialize)
+                if _faults.armed:
+                    _faults.reach("region.create.after_lock")
+                region._build(
+                    oname,
+                    fd,
+                    size_bytes,
+                    kind=KIND_CODES[kind],
+                    path=file_path,
+                    permissions=permissions,
+                    persist=persist,
+                    reserve=reserve,
+                    initialize=initialize,
+                )
             except BaseException:
                 region._abandon_creation(fd, oname)
                 raise
@@ -394,24 +432,43 @@ class Region:
         flags = (FLAG_PERSIST if persist else 0) | (FLAG_FILE_BACKED if path is not None else 0)
         pid = os.getpid()
         header_bytes = pack_header(
-            kind=kind, flags=flags, size_bytes=size_bytes, data_offset=data_offset, creator_pid=pid,
-            creator_start_ticks=_platform.process_start_ticks(pid) or 0, created_realtime_ns=time.time_ns(),
-            name=oname.name, path=path,
+            kind=kind,
+            flags=flags,
+            size_bytes=size_bytes,
+            data_offset=data_offset,
+            creator_pid=pid,
+            creator_start_ticks=_platform.process_start_ticks(pid) or 0,
+            created_realtime_ns=time.time_ns(),
+            name=oname.name,
+            path=path,
         )
         self._header_map = mmap.mmap(fd, HEADER_BYTES, access=mmap.ACCESS_WRITE)
         self._header = memoryview(self._header_map)
         self._header[8 : len(header_bytes)] = header_bytes[8:]  # magic (bytes 0-7) stays zero
         snapshot = bytearray(self._header)
         snapshot[0:8] = MAGIC_BYTES
-        self._info = parse_header(snapshot, segment_size=os.fstat(fd).st_size, page_size=GRANULARITY, where=what)
+        self._info = parse_header(
+            snapshot, segment_size=os.fstat(fd).st_size, page_size=GRANULARITY, where=what
+        )
         self._slot = _lifetime.claim_slot(fd, self._header)
         self._setup(
-            name=oname.name, scope=oname.scope, os_name=oname.os_name, size=size_bytes, path=path,
-            access="rw", kind=KIND_NAMES[kind], created=True, fd=fd, data_fd=data_fd,
-            data_base=data_offset, raw=False,
+            name=oname.name,
+            scope=oname.scope,
+            os_name=oname.os_name,
+            size=size_bytes,
+            path=path,
+            access="rw",
+            kind=KIND_NAMES[kind],
+            created=True,
+            fd=fd,
+            data_fd=data_fd,
+            data_base=data_offset,
+            raw=False,
         )
         if initialize is not None:
             initialize(self.buf)
+        if _faults.armed:
+            _faults.reach("region.create.before_publish")
         # release: every header field, the attach row and the user area's
         # initial state are visible before the magic; pairs with the acquire
         # load in _wait_published().
@@ -459,8 +516,12 @@ class Region:
                 with mmap.mmap(fd, HEADER_BYTES, access=mmap.ACCESS_READ) as header_map:
                     published = _core.load_u64(header_map, 0) != 0
                     try:
-                        header = parse_header(header_map[:HEADER_BYTES], segment_size=info.st_size,
-                                              page_size=GRANULARITY, where=oname.qualified)
+                        header = parse_header(
+                            header_map[:HEADER_BYTES],
+                            segment_size=info.st_size,
+                            page_size=GRANULARITY,
+                            where=oname.qualified,
+                        )
                     except CorruptRegionError:
                         header = None
                 if published and (header is None or header.persist):
@@ -496,8 +557,8 @@ class Region:
             except PermissionError as error:
                 raise PermissionError(
                     error.errno,
-                    f"cannot open {kind} {oname.qualified!r} with access={access!r}: permission denied by its "
-                    "mode; ask its creator for a wider mode= or open with access='r'",
+                    f"cannot open {kind} {oname.qualified!r} with access={access!r}: permission denied "
+                    "by its mode; ask its creator for a wider mode= or open with access='r'",
                 ) from None
             region = cls(cls._construct_token)
             region._fd = fd
@@ -509,6 +570,8 @@ class Region:
                     region._fd = -1
                     continue
                 region._attach(oname, kind=kind, access=access)
+                if _faults.armed:
+                    _faults.reach("region.open.after_attach")
             except BaseException:
                 region._closed = False
                 region._release(lifetime=False)
@@ -522,8 +585,9 @@ class Region:
         self._header_map = self._wait_published(fd, where, writable=self._fd_writable)
         self._header = memoryview(self._header_map)
         segment_size = os.fstat(fd).st_size
-        header = parse_header(bytes(self._header), segment_size=segment_size, page_size=GRANULARITY,
-                              where=where)
+        header = parse_header(
+            bytes(self._header), segment_size=segment_size, page_size=GRANULARITY, where=where
+        )
         if header.kind_name != kind:
             raise KindMismatchError(
                 f"cannot open {oname.qualified!r} as a {kind}: it holds a {header.kind_name}. Open it with "
@@ -537,9 +601,18 @@ class Region:
         self._info = header
         self._slot = _lifetime.claim_slot(fd, self._header if self._fd_writable else None)
         self._setup(
-            name=oname.name, scope=oname.scope, os_name=oname.os_name, size=header.size_bytes,
-            path=header.path, access=access, kind=kind, created=False, fd=fd, data_fd=data_fd,
-            data_base=header.data_offset, raw=False,
+            name=oname.name,
+            scope=oname.scope,
+            os_name=oname.os_name,
+            size=header.size_bytes,
+            path=header.path,
+            access=access,
+            kind=kind,
+            created=False,
+            fd=fd,
+            data_fd=data_fd,
+            data_base=header.data_offset,
+            raw=False,
         )
 
     def _open_data_file(self, header: Header, access: Access, where: str, segment_fd: int) -> int:
@@ -549,7 +622,8 @@ class Region:
             data_fd = os.open(header.path, flags)
         except FileNotFoundError:
             raise CorruptRegionError(
-                f"{where}: its data file {header.path!r} no longer exists; remove the region and create it again"
+                f"{where}: its data file {header.path!r} no longer exists; "
+                "remove the region and create it again"
             ) from None
         self._data_fd = data_fd
         info = os.fstat(data_fd)
@@ -583,10 +657,14 @@ class Region:
                 waited = time.monotonic() - started
                 creator_alive = _lifetime.in_use_elsewhere(fd)
                 if waited > (INIT_WAIT_SECONDS if creator_alive else ABANDONED_AFTER_SECONDS):
-                    reason = ("its creator has not finished initializing it after "
-                              f"{INIT_WAIT_SECONDS:.0f} s" if creator_alive else
-                              "its creator died before finishing it (or it is not a memipc object)")
-                    raise CorruptRegionError(f"{where}: not initialized: {reason}. Remove it and create it again")
+                    reason = (
+                        f"its creator has not finished initializing it after {INIT_WAIT_SECONDS:.0f} s"
+                        if creator_alive
+                        else "its creator died before finishing it (or it is not a memipc object)"
+                    )
+                    raise CorruptRegionError(
+                        f"{where}: not initialized: {reason}. Remove it and create it again"
+                    )
                 time.sleep(pause)
                 pause = min(pause * 2, 0.05)
         except BaseException:
@@ -611,8 +689,16 @@ class Region:
         size_bytes = _check_size(size)
         for _ in range(16):
             try:
-                return cls._create(oname, size_bytes, kind=kind, mode=mode, path=path, persist=persist,
-                                   reserve=reserve, initialize=initialize)
+                return cls._create(
+                    oname,
+                    size_bytes,
+                    kind=kind,
+                    mode=mode,
+                    path=path,
+                    persist=persist,
+                    reserve=reserve,
+                    initialize=initialize,
+                )
             except ExistsError:
                 pass
             try:
@@ -740,7 +826,8 @@ class Region:
             raise ValueError(f"view length must be at least 1 byte, got {count}")
         if count > self._size - start:
             raise IndexError(
-                f"view [{start}:{start + count}] runs past the end of {self._describe()} of {self._size} bytes"
+                f"view [{start}:{start + count}] runs past the end of {self._describe()} "
+                f"of {self._size} bytes"
             )
         wanted = self._access if access is None else check_access(access)
         allowed = {"rw": ("r", "rw", "copy"), "r": ("r", "copy"), "copy": ("r", "copy")}[self._access]
@@ -791,16 +878,30 @@ class Region:
         header = self._info
         if header is None or self._header is None:
             return RegionInfo(
-                name=self._name, scope=self._scope, kind=self._kind, size=self._size, path=self._path,
-                persist=True, creator_pid=None, created_time=None, attached_pids=(), abi_version=None,
+                name=self._name,
+                scope=self._scope,
+                kind=self._kind,
+                size=self._size,
+                path=self._path,
+                persist=True,
+                creator_pid=None,
+                created_time=None,
+                attached_pids=(),
+                abi_version=None,
                 os_name=self._os_name,
             )
         users = _lifetime.live_users(self._fd, self._header, self._slot)
         return RegionInfo(
-            name=self._name, scope=self._scope, kind=self._kind, size=self._size, path=self._path,
-            persist=header.persist, creator_pid=header.creator_pid,
+            name=self._name,
+            scope=self._scope,
+            kind=self._kind,
+            size=self._size,
+            path=self._path,
+            persist=header.persist,
+            creator_pid=header.creator_pid,
             created_time=header.created_realtime_ns / 1e9,
-            attached_pids=tuple(sorted(u.pid for u in users if u.pid)), abi_version=_core.ABI_VERSION,
+            attached_pids=tuple(sorted(u.pid for u in users if u.pid)),
+            abi_version=_core.ABI_VERSION,
             os_name=self._os_name,
         )
 
@@ -886,10 +987,10 @@ class Region:
             and _lifetime.try_lock_exclusive(fd)
             and _platform.still_named(self._os_name, fd)
         ):
-            try:
+            if _faults.armed:
+                _faults.reach("region.close.before_unlink")
+            with contextlib.suppress(FileNotFoundError):
                 _platform.unlink_segment(self._os_name)
-            except FileNotFoundError:
-                pass
         if self._data_fd != fd:
             _close_fd(self._data_fd)
         _close_fd(fd)
@@ -906,18 +1007,16 @@ class Region:
 
     def __del__(self) -> None:
         if not self._closed:
-            try:
+            # Exported buffers keep the mappings alive; the OS reclaims them at exit.
+            with contextlib.suppress(BufferError):
                 self.close()
-            except BufferError:
-                pass  # exported buffers keep the mappings alive; the OS reclaims them at exit
 
     def __repr__(self) -> str:
         state = ", closed" if self._closed else ""
         where = f", path={self._path!r}" if self._path else ""
-        name = getattr(self, "_name", "?")
         return (
-            f"<memipc.Region name={name!r} kind={getattr(self, '_kind', '?')!r} size={getattr(self, '_size', 0)} "
-            f"scope={getattr(self, '_scope', '?')!r} access={getattr(self, '_access', '?')!r}{where}{state}>"
+            f"<memipc.Region name={self._name!r} kind={self._kind!r} size={self._size} "
+            f"scope={self._scope!r} access={self._access!r}{where}{state}>"
         )
 
 

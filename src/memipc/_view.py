@@ -76,7 +76,9 @@ class View:
     _mmap: mmap.mmap | None
     _buf: memoryview | None
 
-    def __init__(self, mapping: mmap.mmap, delta: int, offset: int, length: int, access: Access, where: str):
+    def __init__(
+        self, mapping: mmap.mmap, delta: int, offset: int, length: int, access: Access, where: str
+    ) -> None:
         """Internal: wrap a mapping made by :func:`map_window`.  Use ``Region.view``."""
         self._mmap = mapping
         self._delta = delta
@@ -137,7 +139,8 @@ class View:
         buf = self._live()
         if self._readonly:
             raise PermissionError(
-                f"{self._describe()} is read-only (access='r'); open the region or view with access='rw' to write"
+                f"{self._describe()} is read-only (access='r'); "
+                "open the region or view with access='rw' to write"
             )
         return buf
 
@@ -182,8 +185,10 @@ class View:
         Writes to its fields go straight to the region.  The object keeps the
         mapping alive: delete it before closing the view.
         """
-        if not (isinstance(ctype, type) and issubclass(ctype, ctypes._SimpleCData | ctypes.Structure
-                                                          | ctypes.Union | ctypes.Array)):
+        if not (
+            isinstance(ctype, type)
+            and issubclass(ctype, ctypes._SimpleCData | ctypes.Structure | ctypes.Union | ctypes.Array)
+        ):
             raise TypeError(f"struct() needs a ctypes type (Structure, c_uint32, ...), not {ctype!r}")
         buf = self._live()
         if self._readonly:
@@ -214,10 +219,13 @@ class View:
             raise ImportError("View.array() needs numpy: pip install 'memipc[numpy]'") from None
         buf = self._live()
         dt = np.dtype(dtype)
-        dims = (operator.index(shape),) if not isinstance(shape, tuple | list) else tuple(shape)
+        if isinstance(shape, int):
+            dims: tuple[int, ...] = (operator.index(shape),)
+        else:
+            dims = tuple(operator.index(d) for d in shape)
         count = 1
         for dim in dims:
-            if operator.index(dim) < 0:
+            if dim < 0:
                 raise ValueError(f"shape {dims} has a negative dimension")
             count *= dim
         start, _ = self._span(offset, count * dt.itemsize)
@@ -291,7 +299,7 @@ class ViewStream(io.RawIOBase):
     raises ``OSError`` without writing anything, because a view never grows.
     """
 
-    def __init__(self, view: View):
+    def __init__(self, view: View) -> None:
         super().__init__()
         self._view = view
         self._position = 0
@@ -306,11 +314,11 @@ class ViewStream(io.RawIOBase):
         return True
 
     def tell(self) -> int:
-        self._checkClosed()  # type: ignore[attr-defined]
+        self._checkClosed()
         return self._position
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        self._checkClosed()  # type: ignore[attr-defined]
+        self._checkClosed()
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}.get(whence)
         if base is None:
             raise ValueError(f"whence must be SEEK_SET, SEEK_CUR or SEEK_END, not {whence!r}")
@@ -321,7 +329,7 @@ class ViewStream(io.RawIOBase):
         return position
 
     def readinto(self, buffer: Buffer) -> int:
-        self._checkClosed()  # type: ignore[attr-defined]
+        self._checkClosed()
         source = self._view.buf
         with memoryview(buffer) as target_view:
             target = target_view.cast("B")
@@ -332,7 +340,7 @@ class ViewStream(io.RawIOBase):
         return count
 
     def write(self, data: Buffer) -> int:
-        self._checkClosed()  # type: ignore[attr-defined]
+        self._checkClosed()
         if self._view.readonly:
             raise io.UnsupportedOperation("write: the view is read-only (access='r')")
         with memoryview(data) as source:

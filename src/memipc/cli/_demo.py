@@ -127,8 +127,13 @@ def run(args: argparse.Namespace) -> int:
             _say("process 1", f"read reply: {reply!r} ({elapsed * 1000:.0f} ms including process start-up)")
         finally:
             del buf
-            if peer.wait(timeout=PEER_TIMEOUT_SECONDS) != 0:
-                _say("process 1", f"process 2 exited with status {peer.returncode}")
-                return 1
+            try:
+                peer.wait(timeout=PEER_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                peer.kill()
+                peer.wait()
+        if peer.returncode != 0:
+            _say("process 1", f"process 2 exited with status {peer.returncode}")
+            return 1
     _say("process 1", f"closed; region {name!r} was removed with its last user")
     return 0

@@ -1,0 +1,20 @@
+"""The runnable examples in the public docstrings really run (against the installed package)."""
+
+from __future__ import annotations
+
+import doctest
+import types
+
+import pytest
+
+import memipc
+from memipc import _names, _region, _view
+
+MODULES = [memipc, _region, _view, _names]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
+def test_docstring_examples_pass(module: types.ModuleType) -> None:
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, raise_on_error=False, verbose=False)
+    assert result.attempted > 0, f"{module.__name__} has no runnable example"
+    assert result.failed == 0
