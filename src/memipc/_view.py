@@ -65,7 +65,7 @@ class View:
         >>> import memipc, uuid
         >>> with memipc.Region.create("doc-" + uuid.uuid4().hex[:8], 100) as region:
         ...     with region.view(10, 20) as view:
-        ...         view.write(0, b"hello")
+        ...         _ = view.write(0, b"hello")
         ...         view.pack("<I", 8, 42)
         ...         (view.read(0, 5), view.unpack("<I", 8))
         (b'hello', (42,))
