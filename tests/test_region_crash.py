@@ -29,17 +29,20 @@ DID_NOT_HANG = 15.0
 
 
 @contextmanager
-def held_then_killed(
-    function: Callable[..., int], *args: object
-) -> Iterator[procs.Child]:
-    """Start a child that runs ``function(*args, ready, release)``, wait until it is ready, yield it.
+def held_then_killed(function: Callable[..., int], *args: object) -> Iterator[procs.Child]:
+    """Start a child running ``function(ready, release, *args)``, wait until it is ready, yield it.
 
     The test SIGKILLs it with :func:`kill`; the child is killed and reaped
-    whatever happens.
+    whatever happens.  A child that fails before it is ready fails the test
+    with its own error.
     """
     ready, release = procs.CTX.Event(), procs.CTX.Event()
-    with procs.started(function, *args, ready, release, timeout=TIMEOUT) as child:
-        assert ready.wait(TIMEOUT), "the child did not get ready in time"
+    with procs.started(function, ready, release, *args, timeout=TIMEOUT) as child:
+        deadline = time.monotonic() + TIMEOUT
+        while not ready.wait(0.05):
+            if not child.process.is_alive():
+                child.result(0)  # raises what the child raised
+            assert time.monotonic() < deadline, "the child did not get ready in time"
         yield child
 
 

@@ -48,7 +48,7 @@ def test_region_created_in_a_child_can_be_opened_by_name_in_the_parent(
 ) -> None:
     ready, release = procs.CTX.Event(), procs.CTX.Event()
     with procs.started(
-        children.create_and_hold, name, 4097, b"made by child", ready, release, timeout=TIMEOUT
+        children.create_and_hold, ready, release, name, 4097, b"made by child", timeout=TIMEOUT
     ) as child:
         assert ready.wait(TIMEOUT), "the child did not create the region in time"
         with Region.open(name) as region:
@@ -133,7 +133,7 @@ def test_numpy_array_over_a_view_is_shared_with_a_child(name: str) -> None:
 def test_info_lists_a_child_while_it_holds_the_region_open(name: str) -> None:
     ready, release = procs.CTX.Event(), procs.CTX.Event()
     with Region.create(name, 64) as region:
-        with procs.started(children.open_and_hold, name, ready, release, timeout=TIMEOUT) as child:
+        with procs.started(children.open_and_hold, ready, release, name, timeout=TIMEOUT) as child:
             assert ready.wait(TIMEOUT), "the child did not open the region in time"
             assert region.info().attached_pids == tuple(sorted((os.getpid(), child.pid)))
             release.set()

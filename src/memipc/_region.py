@@ -1,71 +1,32 @@
 """L1: Region — a named shared-memory region (CreateFileMapping / OpenFileMapping).
 
 A region is a named segment in the shared-memory namespace whose first page
-is a self-describing header (layout in src/c/layout.h, validated by
-:mod:`memipc._layout`), followed by the user area.  A file-backed region keeps
-its header in the named segment and its user data in the file, byte for byte,
-so the file is exactly the user's data and survives every process.
+is a self-describing header (layout in src/c/layout.h), followed by the user
+area.  A file-backed region keeps its header in the named segment and its
+user data in the file, byte for byte, so the file is exactly the user's data
+and survives every process.
 
-Creation publishes the header last: the creator writes every field, claims its
-attach row, lets the kind-specific initializer fill the user area, and only
-then stores the magic with release order.  Openers load the magic with acquire
-order and wait (bounded) while it is zero, so nobody ever sees a half-built
-region.  Lifetime (who keeps the name alive, how crashes are forgiven) is in
-:mod:`memipc._lifetime`.
+The protocols that make this safe (publication, validation, lifetime) live in
+:mod:`memipc._segment`; this module is the user's API over them: views,
+windows, info, flush, close and unlink.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import mmap
 import operator
 import os
-import stat
-import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar, final
 
-from . import _core, _faults, _lifetime
-from ._errors import ClosedError, CorruptRegionError, ExistsError, KindMismatchError, NotFoundError
-from ._layout import (
-    FLAG_FILE_BACKED,
-    FLAG_PERSIST,
-    HEADER_BYTES,
-    KIND_CODES,
-    KIND_NAMES,
-    MAGIC_BYTES,
-    Header,
-    pack_header,
-    parse_header,
-)
-from ._names import DEFAULT_MODES, ObjectName, Scope, parse, parse_raw
-from ._platform import current as _platform
-from ._view import GRANULARITY, Access, View, check_access, map_window
-
-#: How long an opener waits for a creator that is still initializing.
-INIT_WAIT_SECONDS = 5.0
-#: A segment never published and held by nobody is abandoned after this long.
-ABANDONED_AFTER_SECONDS = 1.0
-_MAX_SIZE = 1 << 62
-
-#: The class a user should open each kind with, for KindMismatchError messages.
-_KIND_CLASSES = {
-    "region": "Region",
-    "mutex": "Mutex",
-    "semaphore": "Semaphore",
-    "event": "Event",
-    "condition": "Condition",
-    "rwlock": "RWLock",
-    "queue": "Queue",
-    "pubsub": "Publisher/Subscriber",
-    "rpc": "Server/Client",
-}
-
-Initializer = Callable[[memoryview], None]
+from . import _core
+from ._errors import ClosedError
+from ._names import ObjectName, Scope, parse, parse_raw
+from ._segment import Initializer, Segment
+from ._view import Access, View, check_access, map_window
 
 
 @final
@@ -91,42 +52,6 @@ class RegionInfo:
 RegionInfo.__module__ = "memipc"
 
 
-def _check_size(size: object) -> int:
-    if isinstance(size, bool):
-        raise TypeError("size must be an int, not bool")
-    value = operator.index(size)  # type: ignore[arg-type]
-    if value <= 0:
-        raise ValueError(
-            f"size must be at least 1 byte, got {value}; a region cannot be empty "
-            "(Win32 reports ERROR_FILE_INVALID for the same request)"
-        )
-    if value >= _MAX_SIZE:
-        raise OSError(errno.EFBIG, f"size {value} is beyond what any file system can hold")
-    return value
-
-
-def _check_mode(mode: object, scope: Scope) -> int:
-    if mode is None:
-        return DEFAULT_MODES[scope]
-    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
-        raise ValueError(f"mode must be permission bits between 0 and 0o777, not {mode!r}")
-    if not mode & 0o600 == 0o600:
-        raise ValueError(
-            f"mode {mode:#o} must give the owner read and write (0o600) so the creator can use it"
-        )
-    return mode
-
-
-def _data_offset() -> int:
-    return -(-HEADER_BYTES // GRANULARITY) * GRANULARITY
-
-
-def _close_fd(fd: int) -> None:
-    if fd >= 0:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
 @final
 class Region:
     """A named region of shared memory, or a mapped file.
@@ -145,42 +70,36 @@ class Region:
         b'hello'
     """
 
-    # Class-level defaults make close() and __del__ safe on half-built objects.
-    _fd: int = -1
-    _data_fd: int = -1
-    _header_map: mmap.mmap | None = None
-    _header: memoryview | None = None
+    # Class-level defaults make close(), __del__ and repr safe on half-built objects.
+    _segment: Segment | None = None
     _main: View | None = None
-    _slot: int | None = None
     _closed: bool = True
-    _unlinked: bool = False
-    _raw: bool = True
-    _fd_writable: bool = False
-    _owner_pid: int = -1
-    _views: weakref.WeakSet[View]
-    _info: Header | None = None
-
     _name: str = "?"
-    _scope: Scope = "user"
-    _os_name: str | None = None
-    _size: int = 0
-    _path: str | None = None
-    _access: Access = "rw"
     _kind: str = "?"
-    _created: bool = False
-    _data_base: int = 0
+    _size: int = 0
+    _scope: Scope = "user"
+    _access: Access = "rw"
+    _path: str | None = None
+    _views: weakref.WeakSet[View]
 
     _construct_token: ClassVar[object] = object()
 
-    def __init__(self, token: object) -> None:
+    def __init__(self, token: object, segment: Segment | None = None) -> None:
         """Not public: use Region.create / open / open_or_create / open_file."""
-        if token is not Region._construct_token:
+        if token is not Region._construct_token or segment is None:
             raise TypeError(
                 "Region() is not public; use Region.create(name, size), Region.open(name), "
                 "Region.open_or_create(name, size) or Region.open_file(path)"
             )
         self._views = weakref.WeakSet()
-        self._owner_pid = os.getpid()
+        self._segment = segment
+        self._name, self._kind, self._size = segment.name, segment.kind, segment.size
+        self._scope, self._access, self._path = segment.scope, segment.access, segment.path
+        self._closed = False
+
+    @classmethod
+    def _wrap(cls, segment: Segment) -> Region:
+        return cls(cls._construct_token, segment)
 
     # ---- construction ----------------------------------------------------
 
@@ -227,7 +146,7 @@ class Region:
         """
         access = check_access(access)
         if raw:
-            return cls._open_raw(parse_raw(name), access)
+            return cls._wrap(Segment.open_raw(parse_raw(name), access))
         return cls._open(parse(name, scope), kind="region", access=access)
 
     @classmethod
@@ -269,75 +188,9 @@ class Region:
         (``access="rw"`` only).  Data written is in the file for every later
         reader; call :meth:`flush` to make it durable.
         """
-        access = check_access(access)
-        file_path = os.path.abspath(os.fspath(path))
-        flags = (os.O_RDWR if access == "rw" else os.O_RDONLY) | os.O_CLOEXEC
-        fd = os.open(file_path, flags)
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise ValueError(f"cannot map {file_path!r}: it is not a regular file")
-            wanted = info.st_size if size is None else _check_size(size)
-            if wanted == 0:
-                raise ValueError(f"cannot map {file_path!r}: the file is empty; pass size= to grow it first")
-            if wanted > info.st_size:
-                if access != "rw":
-                    raise ValueError(
-                        f"cannot map {wanted} bytes of {file_path!r}: the file has {info.st_size} and "
-                        f"access={access!r} cannot grow it; pass access='rw' or a smaller size"
-                    )
-                os.ftruncate(fd, wanted)
-        except BaseException:
-            os.close(fd)
-            raise
-        region = cls(cls._construct_token)
-        region._setup(
-            name=os.path.basename(file_path),
-            scope="user",
-            os_name=None,
-            size=wanted,
-            path=file_path,
-            access=access,
-            kind="raw",
-            created=False,
-            fd=-1,
-            data_fd=fd,
-            data_base=0,
-            raw=True,
-        )
-        return region
+        return cls._wrap(Segment.open_file(path, check_access(access), size))
 
-    # ---- internal constructors (used by every kind) ----------------------
-
-    @classmethod
-    def _open_raw(cls, oname: ObjectName, access: Access) -> Region:
-        try:
-            fd = _platform.open_segment(oname.os_name, create=False, mode=0, writable=access == "rw")
-        except FileNotFoundError:
-            raise NotFoundError(
-                f"cannot open raw segment {oname.name!r}: {_platform.segment_path(oname.os_name)} does not "
-                "exist. Check the name the other program passed to shm_open()"
-            ) from None
-        size = os.fstat(fd).st_size
-        if size == 0:
-            os.close(fd)
-            raise ValueError(f"cannot map raw segment {oname.name!r}: it is empty (size 0)")
-        region = cls(cls._construct_token)
-        region._setup(
-            name=oname.name,
-            scope="user",
-            os_name=oname.os_name,
-            size=size,
-            path=None,
-            access=access,
-            kind="raw",
-            created=False,
-            fd=-1,
-            data_fd=fd,
-            data_base=0,
-            raw=True,
-        )
-        return region
+    # ---- for the layers above: any kind -----------------------------------
 
     @classmethod
     def _create(
@@ -352,325 +205,22 @@ class Region:
         reserve: bool | None = None,
         initialize: Initializer | None = None,
     ) -> Region:
-        size_bytes = _check_size(size)
-        permissions = _check_mode(mode, oname.scope)
-        file_path = os.path.abspath(os.fspath(path)) if path is not None else None
-        if reserve is None:
-            reserve = file_path is None
-        for _ in range(8):
-            try:
-                fd = _platform.open_segment(oname.os_name, create=True, mode=permissions, writable=True)
-            except FileExistsError:
-                if cls._reclaim_abandoned(oname):
-                    continue
-                raise ExistsError(
-                    f"cannot create {kind} {oname.qualified!r}: the name is already taken. "
-                    f"Open it with {_KIND_CLASSES.get(kind, 'Region')}.open, use open_or_create, "
-                    "or choose another name"
-                ) from None
-            region = cls(cls._construct_token)
-            try:
-                _lifetime.lock_attach_byte(fd)
-                if not _platform.still_named(oname.os_name, fd):
-                    os.close(fd)  # a reclaimer removed our fresh file before we locked it
-                    continue
-                if _faults.armed:
-                    _faults.reach("region.create.after_lock")
-                region._build(
-                    oname,
-                    fd,
-                    size_bytes,
-                    kind=KIND_CODES[kind],
-                    path=file_path,
-                    permissions=permissions,
-                    persist=persist,
-                    reserve=reserve,
-                    initialize=initialize,
-                )
-            except BaseException:
-                region._abandon_creation(fd, oname)
-                raise
-            return region
-        raise ExistsError(f"cannot create {kind} {oname.qualified!r}: the name kept being taken; try again")
-
-    def _build(
-        self,
-        oname: ObjectName,
-        fd: int,
-        size_bytes: int,
-        *,
-        kind: int,
-        path: str | None,
-        permissions: int,
-        persist: bool,
-        reserve: bool,
-        initialize: Initializer | None,
-    ) -> None:
-        what = f"{KIND_NAMES[kind]} {oname.qualified!r}"
-        self._fd = fd
-        self._fd_writable = True
-        data_fd = fd
-        if path is None:
-            data_offset = _data_offset()
-            total = data_offset + size_bytes
-            if reserve:
-                _platform.reserve(fd, total, what)
-            else:
-                os.ftruncate(fd, total)
-        else:
-            data_offset = 0
-            _platform.reserve(fd, HEADER_BYTES, what)
-            data_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, permissions)
-            self._data_fd = data_fd
-            if not stat.S_ISREG(os.fstat(data_fd).st_mode):
-                raise ValueError(f"cannot back {what} with {path!r}: it is not a regular file")
-            if os.fstat(data_fd).st_size < size_bytes:
-                if reserve:
-                    os.posix_fallocate(data_fd, 0, size_bytes)
-                else:
-                    os.ftruncate(data_fd, size_bytes)
-        flags = (FLAG_PERSIST if persist else 0) | (FLAG_FILE_BACKED if path is not None else 0)
-        pid = os.getpid()
-        header_bytes = pack_header(
-            kind=kind,
-            flags=flags,
-            size_bytes=size_bytes,
-            data_offset=data_offset,
-            creator_pid=pid,
-            creator_start_ticks=_platform.process_start_ticks(pid) or 0,
-            created_realtime_ns=time.time_ns(),
-            name=oname.name,
-            path=path,
+        return cls._wrap(
+            Segment.create(
+                oname,
+                size,
+                kind=kind,
+                mode=mode,
+                path=path,
+                persist=persist,
+                reserve=reserve,
+                initialize=initialize,
+            )
         )
-        self._header_map = mmap.mmap(fd, HEADER_BYTES, access=mmap.ACCESS_WRITE)
-        self._header = memoryview(self._header_map)
-        self._header[8 : len(header_bytes)] = header_bytes[8:]  # magic (bytes 0-7) stays zero
-        snapshot = bytearray(self._header)
-        snapshot[0:8] = MAGIC_BYTES
-        self._info = parse_header(
-            snapshot, segment_size=os.fstat(fd).st_size, page_size=GRANULARITY, where=what
-        )
-        self._slot = _lifetime.claim_slot(fd, self._header)
-        self._setup(
-            name=oname.name,
-            scope=oname.scope,
-            os_name=oname.os_name,
-            size=size_bytes,
-            path=path,
-            access="rw",
-            kind=KIND_NAMES[kind],
-            created=True,
-            fd=fd,
-            data_fd=data_fd,
-            data_base=data_offset,
-            raw=False,
-        )
-        if initialize is not None:
-            initialize(self.buf)
-        if _faults.armed:
-            _faults.reach("region.create.before_publish")
-        # release: every header field, the attach row and the user area's
-        # initial state are visible before the magic; pairs with the acquire
-        # load in _wait_published().
-        _core.store_u64(self._header, 0, _core.MAGIC)
-
-    def _abandon_creation(self, fd: int, oname: ObjectName) -> None:
-        """Undo a failed create: our file, our name (only if it is still ours)."""
-        self._closed = True
-        if self._main is not None:
-            self._main._close_quietly()
-            self._main = None
-        if self._header is not None:
-            self._header.release()
-            self._header = None
-        if self._header_map is not None:
-            self._header_map.close()
-            self._header_map = None
-        try:
-            if _platform.still_named(oname.os_name, fd):
-                _platform.unlink_segment(oname.os_name)
-        except OSError:
-            pass
-        if self._data_fd != fd:
-            _close_fd(self._data_fd)
-        _close_fd(fd)
-        self._fd = self._data_fd = -1
 
     @classmethod
-    def _reclaim_abandoned(cls, oname: ObjectName) -> bool:
-        """Remove a name left behind by dead processes; True if it was removed.
-
-        Only memipc's own segments qualify, only when no handle holds them
-        open, and only if they are not persistent (persistent ones wait for
-        unlink) — or were never published and have been abandoned a while.
-        """
-        try:
-            fd = _platform.open_segment(oname.os_name, create=False, mode=0, writable=True)
-        except OSError:
-            return False
-        try:
-            if not _lifetime.try_lock_exclusive(fd):
-                return False
-            info = os.fstat(fd)
-            if info.st_size >= HEADER_BYTES:
-                with mmap.mmap(fd, HEADER_BYTES, access=mmap.ACCESS_READ) as header_map:
-                    published = _core.load_u64(header_map, 0) != 0
-                    try:
-                        header = parse_header(
-                            header_map[:HEADER_BYTES],
-                            segment_size=info.st_size,
-                            page_size=GRANULARITY,
-                            where=oname.qualified,
-                        )
-                    except CorruptRegionError:
-                        header = None
-                if published and (header is None or header.persist):
-                    return False
-            else:
-                published = False
-            if not published and time.time() - info.st_mtime < ABANDONED_AFTER_SECONDS:
-                return False
-            if _platform.still_named(oname.os_name, fd):
-                _platform.unlink_segment(oname.os_name)
-            return True
-        finally:
-            os.close(fd)  # drops the write lock
-
-    @classmethod
-    def _open(cls, oname: ObjectName, *, kind: str, access: Access) -> Region:
-        for _ in range(8):
-            writable = True
-            try:
-                try:
-                    fd = _platform.open_segment(oname.os_name, create=False, mode=0, writable=True)
-                except PermissionError:
-                    if access == "rw":
-                        raise
-                    writable = False
-                    fd = _platform.open_segment(oname.os_name, create=False, mode=0, writable=False)
-            except FileNotFoundError:
-                raise NotFoundError(
-                    f"cannot open {kind} {oname.qualified!r} (scope={oname.scope}): no such name. Create it "
-                    f"with {_KIND_CLASSES[kind]}.create({oname.name!r}, ...)"
-                    + (", or pass scope='global' if the creator did" if oname.scope == "user" else "")
-                ) from None
-            except PermissionError as error:
-                raise PermissionError(
-                    error.errno,
-                    f"cannot open {kind} {oname.qualified!r} with access={access!r}: permission denied "
-                    "by its mode; ask its creator for a wider mode= or open with access='r'",
-                ) from None
-            region = cls(cls._construct_token)
-            region._fd = fd
-            region._fd_writable = writable
-            try:
-                _lifetime.lock_attach_byte(fd)
-                if not _platform.still_named(oname.os_name, fd):
-                    os.close(fd)  # its last user unlinked it while we were arriving
-                    region._fd = -1
-                    continue
-                region._attach(oname, kind=kind, access=access)
-                if _faults.armed:
-                    _faults.reach("region.open.after_attach")
-            except BaseException:
-                region._closed = False
-                region._release(lifetime=False)
-                raise
-            return region
-        raise NotFoundError(f"cannot open {kind} {oname.qualified!r}: it kept disappearing; try again")
-
-    def _attach(self, oname: ObjectName, *, kind: str, access: Access) -> None:
-        fd = self._fd
-        where = f"{kind} {oname.qualified!r} ({_platform.segment_path(oname.os_name)})"
-        self._header_map = self._wait_published(fd, where, writable=self._fd_writable)
-        self._header = memoryview(self._header_map)
-        segment_size = os.fstat(fd).st_size
-        header = parse_header(
-            bytes(self._header), segment_size=segment_size, page_size=GRANULARITY, where=where
-        )
-        if header.kind_name != kind:
-            raise KindMismatchError(
-                f"cannot open {oname.qualified!r} as a {kind}: it holds a {header.kind_name}. Open it with "
-                f"memipc.{_KIND_CLASSES[header.kind_name]}, or choose another name"
-            )
-        if header.name != oname.name:
-            raise CorruptRegionError(f"{where}: its header names it {header.name!r}")
-        data_fd = fd
-        if header.path is not None:
-            data_fd = self._open_data_file(header, access, where, fd)
-        self._info = header
-        self._slot = _lifetime.claim_slot(fd, self._header if self._fd_writable else None)
-        self._setup(
-            name=oname.name,
-            scope=oname.scope,
-            os_name=oname.os_name,
-            size=header.size_bytes,
-            path=header.path,
-            access=access,
-            kind=kind,
-            created=False,
-            fd=fd,
-            data_fd=data_fd,
-            data_base=header.data_offset,
-            raw=False,
-        )
-
-    def _open_data_file(self, header: Header, access: Access, where: str, segment_fd: int) -> int:
-        assert header.path is not None
-        flags = (os.O_RDWR if access == "rw" else os.O_RDONLY) | os.O_CLOEXEC
-        try:
-            data_fd = os.open(header.path, flags)
-        except FileNotFoundError:
-            raise CorruptRegionError(
-                f"{where}: its data file {header.path!r} no longer exists; "
-                "remove the region and create it again"
-            ) from None
-        self._data_fd = data_fd
-        info = os.fstat(data_fd)
-        # The path comes from shared memory: only follow it to a regular file
-        # owned by whoever owns the segment, so a hostile creator cannot make
-        # us write into one of our own files.
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.fstat(segment_fd).st_uid:
-            raise CorruptRegionError(
-                f"{where}: its data file {header.path!r} is not a regular file owned by the region's creator"
-            )
-        if info.st_size < header.size_bytes:
-            raise CorruptRegionError(
-                f"{where}: its data file {header.path!r} holds {info.st_size} bytes but the region needs "
-                f"{header.size_bytes}; the file was truncated"
-            )
-        return data_fd
-
-    @staticmethod
-    def _wait_published(fd: int, where: str, *, writable: bool) -> mmap.mmap:
-        """Map the header once the creator has published it (acquire on magic)."""
-        started = time.monotonic()
-        pause = 0.0005
-        header_map: mmap.mmap | None = None
-        try:
-            while True:
-                if header_map is None and os.fstat(fd).st_size >= HEADER_BYTES:
-                    access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
-                    header_map = mmap.mmap(fd, HEADER_BYTES, access=access)
-                if header_map is not None and _core.load_u64(header_map, 0) != 0:
-                    return header_map
-                waited = time.monotonic() - started
-                creator_alive = _lifetime.in_use_elsewhere(fd)
-                if waited > (INIT_WAIT_SECONDS if creator_alive else ABANDONED_AFTER_SECONDS):
-                    reason = (
-                        f"its creator has not finished initializing it after {INIT_WAIT_SECONDS:.0f} s"
-                        if creator_alive
-                        else "its creator died before finishing it (or it is not a memipc object)"
-                    )
-                    raise CorruptRegionError(
-                        f"{where}: not initialized: {reason}. Remove it and create it again"
-                    )
-                time.sleep(pause)
-                pause = min(pause * 2, 0.05)
-        except BaseException:
-            if header_map is not None:
-                header_map.close()
-            raise
+    def _open(cls, oname: ObjectName, *, kind: str, access: Access = "rw") -> Region:
+        return cls._wrap(Segment.open(oname, kind=kind, access=access))
 
     @classmethod
     def _open_or_create(
@@ -686,64 +236,19 @@ class Region:
         access: Access = "rw",
         initialize: Initializer | None = None,
     ) -> Region:
-        size_bytes = _check_size(size)
-        for _ in range(16):
-            try:
-                return cls._create(
-                    oname,
-                    size_bytes,
-                    kind=kind,
-                    mode=mode,
-                    path=path,
-                    persist=persist,
-                    reserve=reserve,
-                    initialize=initialize,
-                )
-            except ExistsError:
-                pass
-            try:
-                region = cls._open(oname, kind=kind, access=access)
-            except NotFoundError:
-                continue  # its last user closed it between our two attempts
-            if region.size != size_bytes:
-                found = region.size
-                region.close()
-                raise ValueError(
-                    f"{kind} {oname.qualified!r} exists with size {found}, but {size_bytes} was asked for; "
-                    f"open it with {_KIND_CLASSES[kind]}.open({oname.name!r}), or unlink it first"
-                )
-            return region
-        raise ExistsError(f"cannot open or create {kind} {oname.qualified!r}: it kept changing; try again")
-
-    def _setup(
-        self,
-        *,
-        name: str,
-        scope: Scope,
-        os_name: str | None,
-        size: int,
-        path: str | None,
-        access: Access,
-        kind: str,
-        created: bool,
-        fd: int,
-        data_fd: int,
-        data_base: int,
-        raw: bool,
-    ) -> None:
-        self._name = name
-        self._scope = scope
-        self._os_name = os_name
-        self._size = size
-        self._path = path
-        self._access = access
-        self._kind = kind
-        self._created = created
-        self._fd = fd
-        self._data_fd = data_fd
-        self._data_base = data_base
-        self._raw = raw
-        self._closed = False
+        return cls._wrap(
+            Segment.open_or_create(
+                oname,
+                size,
+                kind=kind,
+                mode=mode,
+                path=path,
+                persist=persist,
+                reserve=reserve,
+                access=access,
+                initialize=initialize,
+            )
+        )
 
     # ---- properties ------------------------------------------------------
 
@@ -778,11 +283,12 @@ class Region:
     @property
     def created(self) -> bool:
         """True if this handle created the region (Win32: no ERROR_ALREADY_EXISTS)."""
-        return self._created
+        return self._live_segment().created
 
     @property
     def persist(self) -> bool:
-        return self._info is not None and self._info.persist
+        """True if the name outlives its last handle (until :meth:`unlink`)."""
+        return self._segment is not None and self._segment.persist
 
     @property
     def closed(self) -> bool:
@@ -796,19 +302,23 @@ class Region:
             self._main = self._map(0, self._size, self._access)
         return self._main.buf
 
-    def _check_open(self) -> None:
-        if self._closed:
+    def _live_segment(self) -> Segment:
+        segment = self._segment
+        if self._closed or segment is None:
             raise ClosedError(f"{self._describe()} is closed; open it again with Region.open({self._name!r})")
+        return segment
+
+    def _check_open(self) -> None:
+        self._live_segment()
 
     def _describe(self) -> str:
-        if self._raw:
-            return f"mapping of {self._path or self._name!r}"
-        return f"{self._kind} {('Global' + chr(92) if self._scope == 'global' else '') + self._name!r}"
+        return self._segment.describe() if self._segment is not None else f"region {self._name!r}"
 
     # ---- views -----------------------------------------------------------
 
     def _map(self, offset: int, length: int, access: Access) -> View:
-        mapping, delta = map_window(self._data_fd, self._data_base + offset, length, access)
+        segment = self._live_segment()
+        mapping, delta = map_window(segment.data_fd, segment.data_base + offset, length, access)
         return View(mapping, delta, offset, length, access, self._describe())
 
     def view(self, offset: int = 0, length: int | None = None, *, access: Access | None = None) -> View:
@@ -874,35 +384,20 @@ class Region:
 
     def info(self) -> RegionInfo:
         """The header and the live users, as :class:`RegionInfo`."""
-        self._check_open()
-        header = self._info
-        if header is None or self._header is None:
-            return RegionInfo(
-                name=self._name,
-                scope=self._scope,
-                kind=self._kind,
-                size=self._size,
-                path=self._path,
-                persist=True,
-                creator_pid=None,
-                created_time=None,
-                attached_pids=(),
-                abi_version=None,
-                os_name=self._os_name,
-            )
-        users = _lifetime.live_users(self._fd, self._header, self._slot)
+        segment = self._live_segment()
+        header = segment.info
         return RegionInfo(
             name=self._name,
             scope=self._scope,
             kind=self._kind,
             size=self._size,
             path=self._path,
-            persist=header.persist,
-            creator_pid=header.creator_pid,
-            created_time=header.created_realtime_ns / 1e9,
-            attached_pids=tuple(sorted(u.pid for u in users if u.pid)),
-            abi_version=_core.ABI_VERSION,
-            os_name=self._os_name,
+            persist=header is None or header.persist,
+            creator_pid=header.creator_pid if header else None,
+            created_time=header.created_realtime_ns / 1e9 if header else None,
+            attached_pids=tuple(sorted(u.pid for u in segment.live_users() if u.pid)),
+            abi_version=_core.ABI_VERSION if header else None,
+            os_name=segment.os_name,
         )
 
     def flush(self) -> None:
@@ -912,7 +407,7 @@ class Region:
             if not view.closed:
                 view.flush()
         if self._path is not None and self._access == "rw":
-            os.fsync(self._data_fd)
+            os.fsync(self._live_segment().data_fd)
 
     # ---- lifetime --------------------------------------------------------
 
@@ -921,21 +416,12 @@ class Region:
 
         For a file-backed region the name goes, the file stays.
         """
-        if self._os_name is None:
-            if self._raw and self._path is not None:
-                raise ValueError(f"{self._describe()} has no name to unlink; remove the file with os.remove")
+        segment = self._segment
+        if segment is None:
             return
-        if self._raw:
-            _platform.unlink_segment(self._os_name)
-            return
-        if self._unlinked:
-            return
-        fd = self._fd
-        if fd >= 0 and not _platform.still_named(self._os_name, fd):
-            self._unlinked = True  # someone else removed it already (maybe a newer object has the name)
-            return
-        _platform.unlink_segment(self._os_name)
-        self._unlinked = True
+        if segment.raw and segment.os_name is None:
+            raise ValueError(f"{self._describe()} has no name to unlink; remove the file with os.remove")
+        segment.unlink()
 
     def close(self) -> None:
         """Close this handle (idempotent).
@@ -955,46 +441,9 @@ class Region:
                 "ctypes objects made from them (or .release() memoryviews) and close again"
             )
         self._main = None
-        self._release(lifetime=True)
-
-    def _release(self, *, lifetime: bool) -> None:
-        """Drop mappings, the attachment and descriptors; unlink if this was the last user."""
-        if self._closed and self._fd < 0 and self._data_fd < 0:
-            return
         self._closed = True
-        same_process = os.getpid() == self._owner_pid
-        fd = self._fd
-        if lifetime and same_process and fd >= 0 and not self._raw:
-            _lifetime.release_slot(fd, self._header if self._fd_writable else None, self._slot)
-        self._slot = None
-        if self._header is not None:
-            self._header.release()
-            self._header = None
-        if self._header_map is not None:
-            self._header_map.close()
-            self._header_map = None
-        # A forked child shares its parent's open file description, and with
-        # it the parent's locks: it must neither convert nor drop them.
-        if (
-            lifetime
-            and same_process
-            and fd >= 0
-            and not self._raw
-            and self._fd_writable
-            and not self._unlinked
-            and not self.persist
-            and self._os_name is not None
-            and _lifetime.try_lock_exclusive(fd)
-            and _platform.still_named(self._os_name, fd)
-        ):
-            if _faults.armed:
-                _faults.reach("region.close.before_unlink")
-            with contextlib.suppress(FileNotFoundError):
-                _platform.unlink_segment(self._os_name)
-        if self._data_fd != fd:
-            _close_fd(self._data_fd)
-        _close_fd(fd)
-        self._fd = self._data_fd = -1
+        if self._segment is not None:
+            self._segment.release(lifetime=True)
 
     def __enter__(self) -> Region:
         self._check_open()

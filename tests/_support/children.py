@@ -72,11 +72,11 @@ def create(name: str, size: int) -> None:
 
 
 def create_and_hold(
+    ready: Event,
+    release: Event,
     name: str,
     size: int,
     data: bytes,
-    ready: Event,
-    release: Event,
     persist: bool = False,
     path: str | None = None,
 ) -> int:
@@ -88,7 +88,7 @@ def create_and_hold(
     return os.getpid()
 
 
-def open_and_hold(name: str, ready: Event, release: Event) -> int:
+def open_and_hold(ready: Event, release: Event, name: str) -> int:
     """Open ``name``, set ``ready``, hold it until ``release``; returns the pid."""
     with Region.open(name):
         ready.set()
