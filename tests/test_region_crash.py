@@ -19,13 +19,16 @@ from pathlib import Path
 import pytest
 
 import memipc
-from memipc import Region, _region
+from memipc import Region
 from tests._support import children, procs
 from tests._support.killpoints import kill_at
 
 TIMEOUT = 30.0
 #: Generous "did not hang" bound for an open or a reclaim after a crash.
 DID_NOT_HANG = 15.0
+#: Pause between creates while an unpublished leftover is in its grace
+#: period (about a second after its creator died; see reclaim_abandoned).
+RETRY_PAUSE = 0.1
 
 
 @contextmanager
@@ -41,7 +44,8 @@ def held_then_killed(function: Callable[..., int], *args: object) -> Iterator[pr
         deadline = time.monotonic() + TIMEOUT
         while not ready.wait(0.05):
             if not child.process.is_alive():
-                child.result(0)  # raises what the child raised
+                result = child.result(0)  # raises what the child raised, if it raised
+                raise AssertionError(f"the child exited before it was ready, returning {result!r}")
             assert time.monotonic() < deadline, "the child did not get ready in time"
         yield child
 
@@ -62,7 +66,7 @@ def create_after_grace_period(name: str, size: int) -> Region:
         except memipc.ExistsError:
             if time.monotonic() > deadline:
                 raise
-            time.sleep(_region.ABANDONED_AFTER_SECONDS / 10)
+            time.sleep(RETRY_PAUSE)
 
 
 # ---- attachers -------------------------------------------------------------
@@ -126,6 +130,19 @@ def test_create_reclaims_a_region_whose_creator_died_before_publishing(
         assert region.size == 200
         region.buf[:5] = b"fresh"
         assert procs.run(children.read_bytes, name, 0, 5, timeout=TIMEOUT) == b"fresh"
+    assert not os.path.exists(os_path(name))
+
+
+@pytest.mark.parametrize("point", UNPUBLISHED_POINTS)
+def test_open_or_create_replaces_a_region_whose_creator_died_before_publishing(
+    name: str, os_path: Callable[[str], str], point: str
+) -> None:
+    # A plain create reclaims such a leftover once it is a second old; an
+    # open_or_create must not give up on it either (it runs in a child so that
+    # a hang fails the test instead of stalling the run).
+    kill_at(point, children.create, name, 100)
+    assert procs.run(children.open_or_create_and_close, name, 100, timeout=DID_NOT_HANG) is True
+    # The new region's last user closed it, so the name is gone.
     assert not os.path.exists(os_path(name))
 
 

@@ -8,6 +8,7 @@ multiprocessing primitives used to line processes up.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from tests._support import children, procs
 
 TIMEOUT = 30.0
 RACERS = 6
-RACE_ROUNDS = 5
+RACE_ROUNDS = 20
+STALE_ROUNDS = 10
 
 
 def test_region_created_in_the_parent_is_seen_by_name_in_a_child(
@@ -64,13 +66,8 @@ def test_region_created_in_a_child_can_be_opened_by_name_in_the_parent(
     assert not os.path.exists(os_path(name))
 
 
-def test_open_or_create_race_between_six_processes_creates_exactly_once(
-    names: Callable[[], str], os_path: Callable[[str], str]
-) -> None:
-    # Acceptable outcome, per round: exactly one racer sees created=True, and
-    # every racer sees every racer's pid (they all attached to one region).
-    # Anything else (two creators, a missing pid, an error) is a failure.
-    region_names = [names() for _ in range(RACE_ROUNDS)]
+def race(region_names: list[str]) -> tuple[list[int], list[list[tuple[bool, list[int]]]]]:
+    """Run RACERS spawned processes through ``children.race_open_or_create``; (pids, results)."""
     size = RACERS * children.PID_SLOT.size
     barrier = procs.CTX.Barrier(RACERS)
     racers: list[procs.Child] = []
@@ -84,7 +81,17 @@ def test_open_or_create_race_between_six_processes_creates_exactly_once(
         barrier.abort()  # releases any racer still waiting if one failed
         for racer in racers:
             racer.kill()
-    pids = [racer.pid for racer in racers]
+    return [racer.pid for racer in racers], results
+
+
+def test_open_or_create_race_between_six_processes_creates_exactly_once(
+    names: Callable[[], str], os_path: Callable[[str], str]
+) -> None:
+    # Acceptable outcome, per round: exactly one racer sees created=True, and
+    # every racer sees every racer's pid (they all attached to one region).
+    # Anything else (two creators, a missing pid, an error) is a failure.
+    region_names = [names() for _ in range(RACE_ROUNDS)]
+    pids, results = race(region_names)
     for round_index, region_name in enumerate(region_names):
         outcomes = [result[round_index] for result in results]
         creators = [pid for pid, (created, _) in zip(pids, outcomes, strict=True) if created]
@@ -95,12 +102,41 @@ def test_open_or_create_race_between_six_processes_creates_exactly_once(
         assert not os.path.exists(os_path(region_name))
 
 
+def test_open_or_create_race_over_names_left_by_a_killed_creator_ends_on_one_region(
+    names: Callable[[], str], os_path: Callable[[str], str]
+) -> None:
+    # The names exist but their only user is dead.  Acceptable outcomes, per
+    # round: one racer reclaims the name and creates (created=True once), or
+    # every racer opens the leftover (created=True never); either way all six
+    # share one region.  Two creators, a split, or an error are failures.
+    region_names = [names() for _ in range(STALE_ROUNDS)]
+    ready, release = procs.CTX.Event(), procs.CTX.Event()
+    size = RACERS * children.PID_SLOT.size
+    with procs.started(
+        children.create_several_and_hold, ready, release, region_names, size, 0xFF, timeout=TIMEOUT
+    ) as holder:
+        assert ready.wait(TIMEOUT), "the creator did not create the regions in time"
+        holder.signal(signal.SIGKILL)
+        holder.process.join(TIMEOUT)
+        assert holder.process.exitcode == -signal.SIGKILL
+    assert all(os.path.exists(os_path(region_name)) for region_name in region_names)
+    pids, results = race(region_names)
+    for round_index, region_name in enumerate(region_names):
+        outcomes = [result[round_index] for result in results]
+        creators = [pid for pid, (created, _) in zip(pids, outcomes, strict=True) if created]
+        assert len(creators) <= 1, f"round {round_index}: creators {creators}, expected at most one"
+        for pid, (_, seen) in zip(pids, outcomes, strict=True):
+            assert seen == pids, f"round {round_index}: racer {pid} saw pids {seen}, expected {pids}"
+        assert not os.path.exists(os_path(region_name))
+
+
 def test_file_backed_region_keeps_its_data_after_every_process_exits(
     name: str, os_path: Callable[[str], str], tmp_path: Path
 ) -> None:
     path = tmp_path / "state.bin"
-    procs.run(children.create_file_backed_write_and_close, name, 8192, str(path), b"saved state",
-              timeout=TIMEOUT)
+    procs.run(
+        children.create_file_backed_write_and_close, name, 8192, str(path), b"saved state", timeout=TIMEOUT
+    )
     # The name went with its last user; the file stayed, with the data.
     assert not os.path.exists(os_path(name))
     with pytest.raises(memipc.NotFoundError):
@@ -114,6 +150,20 @@ def test_file_backed_region_keeps_its_data_after_every_process_exits(
         assert bytes(again.buf[:11]) == b"saved state"
         assert procs.run(children.read_bytes, name, 0, 11, timeout=TIMEOUT) == b"saved state"
     assert path.read_bytes()[:11] == b"saved state"
+
+
+def test_persistent_region_created_by_a_child_outlives_it_until_unlink(
+    name: str, os_path: Callable[[str], str]
+) -> None:
+    procs.run(children.create_write_and_close, name, 100, b"still here", True, timeout=TIMEOUT)
+    assert os.path.exists(os_path(name))
+    with Region.open(name) as region:
+        assert region.persist is True
+        assert bytes(region.buf[:10]) == b"still here"
+    assert os.path.exists(os_path(name))
+    with Region.open(name) as region:
+        region.unlink()
+    assert not os.path.exists(os_path(name))
 
 
 def test_numpy_array_over_a_view_is_shared_with_a_child(name: str) -> None:

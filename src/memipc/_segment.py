@@ -481,6 +481,10 @@ class Segment:
                 segment = cls.open(oname, kind=kind, access=access)
             except NotFoundError:
                 continue  # its last user closed it between our two attempts
+            except CorruptRegionError as error:
+                if getattr(error, "abandoned", False):
+                    continue  # its creator died mid-way; by now create() reclaims it
+                raise
             if segment.size != size_bytes:
                 found = segment.size
                 segment.release(lifetime=True)
@@ -577,7 +581,12 @@ def _wait_published(fd: int, where: str, *, writable: bool) -> mmap.mmap:
                     if creator_alive
                     else "its creator died before finishing it (or it is not a memipc object)"
                 )
-                raise CorruptRegionError(f"{where}: not initialized: {reason}. Remove it and create it again")
+                error = CorruptRegionError(
+                    f"{where}: not initialized: {reason}. Remove it, then create it again"
+                )
+                # Never published and nobody holds it: create() may reclaim it.
+                error.abandoned = not creator_alive  # type: ignore[attr-defined]
+                raise error
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
     except BaseException:

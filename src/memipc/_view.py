@@ -291,6 +291,10 @@ class View:
 View.__module__ = "memipc"
 
 
+class ReadOnlyStreamError(PermissionError, io.UnsupportedOperation):
+    """Writing to a stream over a read-only view: a PermissionError, and what io expects."""
+
+
 @final
 class ViewStream(io.RawIOBase):
     """A raw, seekable byte stream over one view.
@@ -342,7 +346,9 @@ class ViewStream(io.RawIOBase):
     def write(self, data: Buffer) -> int:
         self._checkClosed()
         if self._view.readonly:
-            raise io.UnsupportedOperation("write: the view is read-only (access='r')")
+            raise ReadOnlyStreamError(
+                "write: the view is read-only (access='r'); open the region or view with access='rw' to write"
+            )
         with memoryview(data) as source:
             count = source.nbytes
             if self._position + count > len(self._view):

@@ -57,10 +57,16 @@ def open_and_write(name: str, offset: int, data: bytes) -> int:
         return region.size
 
 
-def create_write_and_close(name: str, size: int, data: bytes) -> None:
-    """Create ``name``, write ``data`` at 0 and close (the last user: the name goes)."""
-    with Region.create(name, size) as region:
+def create_write_and_close(name: str, size: int, data: bytes, persist: bool = False) -> None:
+    """Create ``name``, write ``data`` at 0 and close (the last user: unless ``persist``, the name goes)."""
+    with Region.create(name, size, persist=persist) as region:
         region.buf[: len(data)] = data
+
+
+def open_or_create_and_close(name: str, size: int) -> bool:
+    """``open_or_create`` then close; returns ``created``."""
+    with Region.open_or_create(name, size) as region:
+        return region.created
 
 
 def create(name: str, size: int) -> None:
@@ -85,6 +91,23 @@ def create_and_hold(
         region.buf[: len(data)] = data
         ready.set()
         _wait(release, "release")
+    return os.getpid()
+
+
+def create_several_and_hold(
+    ready: Event, release: Event, region_names: list[str], size: int, fill: int
+) -> int:
+    """Create every name, fill each with the byte ``fill``, set ``ready``, hold them until ``release``."""
+    regions = []
+    try:
+        for region_name in region_names:
+            regions.append(Region.create(region_name, size))
+            regions[-1].buf[:] = bytes([fill]) * size
+        ready.set()
+        _wait(release, "release")
+    finally:
+        for region in regions:
+            region.close()
     return os.getpid()
 
 

@@ -12,6 +12,7 @@ reported.  The child is always reaped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Callable
@@ -23,18 +24,18 @@ from tests._support.procs import CTX
 KILL_TIMEOUT = 30.0
 
 
-def _armed_trampoline(conn: Any, point: str, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def _armed_trampoline(conn: Any, armed: str, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
     from memipc import _faults
 
     original_reach = _faults.reach
 
-    def reach(reached: str) -> None:
-        if _faults.armed == reached:
-            conn.send(("reached", reached))
-        original_reach(reached)
+    def reach(point: str) -> None:
+        if _faults.armed == point:
+            conn.send(("reached", point))
+        original_reach(point)
 
     _faults.reach = reach
-    _faults.arm(point)
+    _faults.arm(armed)
     try:
         result = function(*args)
     except BaseException as error:  # report everything, including KeyboardInterrupt
@@ -61,9 +62,7 @@ def kill_at(point: str, function: Callable[..., Any], *args: Any, timeout: float
     Returns the dead child's pid.
     """
     parent_end, child_end = CTX.Pipe(duplex=False)
-    process = CTX.Process(
-        target=_armed_trampoline, args=(child_end, point, function, args), daemon=True
-    )
+    process = CTX.Process(target=_armed_trampoline, args=(child_end, point, function, args), daemon=True)
     try:
         process.start()
         child_end.close()
@@ -85,10 +84,8 @@ def kill_at(point: str, function: Callable[..., Any], *args: Any, timeout: float
         return process.pid
     finally:
         if process.pid is not None and process.exitcode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             process.join(5)
         child_end.close()
         parent_end.close()
