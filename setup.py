@@ -21,8 +21,14 @@ setup(
     ext_modules=[
         Extension(
             "memipc._core",
-            sources=["src/c/module.c", "src/c/futex.c", "src/c/ofd.c"],
-            depends=["src/c/atomic.h", "src/c/futex.h", "src/c/layout.h", "src/c/ofd.h", "src/c/result.h"],
+            sources=[
+                "src/c/module.c", "src/c/futex.c", "src/c/ofd.c", "src/c/proc.c", "src/c/mutex.c",
+                "src/c/semaphore.c", "src/c/event.c", "src/c/rwlock.c",
+            ],
+            depends=[
+                "src/c/atomic.h", "src/c/futex.h", "src/c/layout.h", "src/c/ofd.h", "src/c/result.h",
+                "src/c/spin.h", "src/c/sync.h",
+            ],
             include_dirs=["src/c"],
             extra_compile_args=compile_args,
             extra_link_args=link_args,

@@ -24,4 +24,4 @@ def test_magic_reveals_the_byte_order() -> None:
 
 def test_abi_version_is_derived_from_the_layout_and_nonzero() -> None:
     assert _core.ABI_VERSION != 0
-    assert _core.ABI_VERSION >> 24 == 1  # layout revision 1
+    assert _core.ABI_VERSION >> 24 == _core.LAYOUT_REVISION

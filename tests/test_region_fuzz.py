@@ -27,6 +27,7 @@ import dataclasses
 import os
 import random
 import stat
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
 from memipc import CorruptRegionError, KindMismatchError, Region, _layout, _names, _region
@@ -131,16 +132,23 @@ def open_bounded(
 def attempt(name: str, *, access: str = "rw", rescue: Callable[[], None] | None = None) -> Outcome:
     """The region, or the CorruptRegionError/KindMismatchError it raised; anything else propagates."""
     try:
-        return open_bounded(name, access=access, rescue=rescue)
+        outcome: Outcome = open_bounded(name, access=access, rescue=rescue)
     except (CorruptRegionError, KindMismatchError) as error:
-        return error
+        outcome = error
+    if currently_in_test_context():
+        event(f"outcome: {type(outcome).__name__}")  # see --hypothesis-show-statistics
+    return outcome
 
 
 @pytest.fixture
 def quick_abandon() -> Iterator[None]:
     """Shorten the wait for unpublished headers that nobody holds (fuzz speed only)."""
+    modules = [sys.modules.get("memipc._segment"), _region]
+    holders = [m for m in modules if m is not None and hasattr(m, "ABANDONED_AFTER_SECONDS")]
+    assert holders, "no module defines ABANDONED_AFTER_SECONDS any more; update this fixture"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_region, "ABANDONED_AFTER_SECONDS", 0.02)
+        for module in holders:
+            patch.setattr(module, "ABANDONED_AFTER_SECONDS", 0.02)
         yield
 
 
@@ -313,7 +321,7 @@ def expected_after_change(
     size = get_field(image, "size_bytes")
     offset = get_field(image, "data_offset")
     if field == "size_bytes":
-        room = data_size if file_backed else segment_size - offset
+        room = (data_size or 0) if file_backed else segment_size - offset
         return None if 0 < value <= room else CorruptRegionError
     if field == "data_offset":
         if file_backed:
@@ -416,9 +424,9 @@ def test_a_header_of_another_kind_raises_kind_mismatch_error(
 
 @FUZZ
 @given(
-    length=st.integers(0, HEADER - 1) | st.integers(HEADER, HEADER + AREA + 100),
+    length=st.integers(0, HEADER - 1) | st.integers(HEADER, HEADER + AREA + 100) | st.just(HEADER + AREA),
     seed=st.integers(0, 2**32 - 1),
-    valid_fields=st.integers(0, len(_layout.HEADER_FIELDS)),
+    valid_fields=st.integers(0, len(_layout.HEADER_FIELDS)) | st.just(len(_layout.HEADER_FIELDS)),
     keep_name=st.booleans(),
 )
 def test_random_bytes_never_open_as_anything_but_a_consistent_region(
@@ -524,7 +532,8 @@ def test_a_damaged_name_field_is_corrupt_unless_it_still_spells_the_name(
     spells_it = length == len(real) and raw[:length] == real
     # Garbage after the name instead of NUL padding is harmless; refusing it is allowed too.
     padded_with_garbage = spells_it and raw[length:].strip(b"\0") != b""
-    with segment(name, bytes(image) + bytes(AREA)) as path:
+    content = bytes(image) + bytes(AREA)
+    with segment(name, content) as path:
         outcome = attempt(name)
         if isinstance(outcome, Region):
             assert spells_it, f"opened with name field {raw!r} (length {length})"
@@ -532,7 +541,7 @@ def test_a_damaged_name_field_is_corrupt_unless_it_still_spells_the_name(
             outcome.close()
         else:
             assert not spells_it or padded_with_garbage, f"refused its own name: {outcome!r}"
-            settle(outcome, CorruptRegionError, path, bytes(image))
+            settle(outcome, CorruptRegionError, path, content)
 
 
 # ---- the path field (file-backed headers) ----------------------------------------

@@ -55,6 +55,51 @@ enum mi_result mi_futex_wait(uint32_t *word, uint32_t expected, int64_t deadline
     }
 }
 
+enum mi_result mi_futex_wait_many(uint32_t *const *words, const uint32_t *expected, int count,
+                                  int64_t deadline_ns)
+{
+#ifdef SYS_futex_waitv
+    struct futex_waitv waiters[FUTEX_WAITV_MAX];
+    if (count <= 0 || count > FUTEX_WAITV_MAX) {
+        errno = EINVAL;
+        return MI_ERRNO;
+    }
+    for (int i = 0; i < count; i++) {
+        waiters[i].val = expected[i];
+        waiters[i].uaddr = (uint64_t)(uintptr_t)words[i];
+        waiters[i].flags = FUTEX_32; /* 32-bit word, shared: no FUTEX_PRIVATE_FLAG */
+        waiters[i].__reserved = 0;
+    }
+    struct timespec deadline;
+    struct timespec *deadline_pointer = NULL;
+    if (deadline_ns >= 0) {
+        deadline.tv_sec = (time_t)(deadline_ns / 1000000000);
+        deadline.tv_nsec = (long)(deadline_ns % 1000000000);
+        deadline_pointer = &deadline;
+    }
+    long rc = syscall(SYS_futex_waitv, waiters, (unsigned)count, 0, deadline_pointer, CLOCK_MONOTONIC);
+    if (rc >= 0)
+        return MI_OK;
+    switch (errno) {
+    case EAGAIN:
+        return MI_OK;
+    case ETIMEDOUT:
+        return MI_TIMEOUT;
+    case EINTR:
+        return MI_INTERRUPTED;
+    default:
+        return MI_ERRNO;
+    }
+#else
+    (void)words;
+    (void)expected;
+    (void)count;
+    (void)deadline_ns;
+    errno = ENOSYS;
+    return MI_ERRNO;
+#endif
+}
+
 int mi_futex_wake(uint32_t *word, int count)
 {
     if (count <= 0)

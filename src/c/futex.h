@@ -26,6 +26,13 @@ int64_t mi_monotonic_ns(void);
  * MI_ERRNO: the word is not usable as a futex (errno set). */
 enum mi_result mi_futex_wait(uint32_t *word, uint32_t expected, int64_t deadline_ns);
 
+/* Sleep until any of `count` words differs from its expected value, a wake
+ * on any of them, or the deadline (FUTEX_WAITV, Linux 5.16+).  MI_OK also
+ * when a value already differed.  MI_ERRNO with errno ENOSYS on older
+ * kernels: the caller then polls. */
+enum mi_result mi_futex_wait_many(uint32_t *const *words, const uint32_t *expected, int count,
+                                  int64_t deadline_ns);
+
 /* Wake up to `count` sleepers on `word`; returns how many were woken, or -1
  * with errno set. */
 int mi_futex_wake(uint32_t *word, int count);

@@ -25,7 +25,7 @@
 #define MI_MAGIC UINT64_C(0x0A4350494D454D89)
 
 /* Bump when a field changes meaning without changing any offset or size. */
-#define MI_LAYOUT_REVISION 1u
+#define MI_LAYOUT_REVISION 2u
 
 #define MI_HEADER_BYTES 4096u          /* the header occupies the first page */
 #define MI_NAME_CAPACITY 256u          /* bytes for the (scope-qualified) name */
@@ -159,12 +159,229 @@ MI_ROW(mi_region_header, path, 384);
 MI_ROW(mi_region_header, attach, 2048);
 _Static_assert(sizeof(struct mi_region_header) == MI_HEADER_BYTES, "mi_region_header size");
 
+
+/* ---- synchronization objects ------------------------------------------------
+ *
+ * Each object is a fixed-size struct placed either in its own named segment
+ * (at offset 0 of the user area) or inside a user's region at an offset
+ * (`Mutex.in_region`).  Its first word is a tag: 0 means "never initialized",
+ * MI_TAG_INITIALIZING means "being initialized by whoever won the CAS from 0",
+ * and MI_TAG(kind) means ready; the initializer stores the tag last (release),
+ * users load it first (acquire).  Every operation re-checks the tag and reports
+ * MI_CORRUPT if it changed, so a hostile overwrite is an error, not a crash.
+ *
+ * Owner records (mutex, write side of rwlock) hold pid + process start time +
+ * pid namespace: a waiter whose futex slice expires checks that the owner
+ * still runs (a recycled pid has a later start time; a zombie counts as dead)
+ * and takes the lock over, reporting owner_died.  An owner in another pid
+ * namespace cannot be checked and is assumed alive.
+ */
+#define MI_TAG_INITIALIZING 1u
+#define MI_TAG(kind) ((0x5359u << 16) | (uint32_t)(kind)) /* 'SY' + kind */
+
+#define MI_OWNER_MASK 0x3fffffffu    /* low 30 bits of a lock word: owner pid (0 = free) */
+#define MI_WAITERS_BIT 0x80000000u   /* someone may sleep on the word: unlock must wake */
+
+/* Robust owned word: the lock word plus who holds it.
+ *
+ *  offset size field              who writes / notes
+ *  ------ ---- ------------------ --------------------------------------------
+ *       0    4 word               (atomic) futex word: owner pid | MI_WAITERS_BIT
+ *       4    4 owner_tid          owner; gettid() of the holding thread
+ *       8    8 owner_start_ticks  owner; 0 while not yet recorded (treated as alive)
+ *      16    4 owner_pidns        owner; inode of /proc/self/ns/pid (truncated)
+ *      20    4 sleepers           (atomic) waiters currently in futex_wait (stats)
+ */
+struct mi_owned {
+    uint32_t word;
+    uint32_t owner_tid;
+    uint64_t owner_start_ticks;
+    uint32_t owner_pidns;
+    uint32_t sleepers;
+};
+
+/* Common head of every sync object.
+ *
+ *  offset size field          who writes / notes
+ *  ------ ---- -------------- ------------------------------------------------
+ *       0    4 tag            initializer, LAST (release); see above
+ *       4    4 flags          initializer; per kind (event: MI_EVENT_MANUAL)
+ *       8    8 operations     (relaxed) acquisitions / sets / releases: stats
+ *      16    8 contentions    (relaxed) operations that had to sleep: stats
+ *      24    8 owner_deaths   (relaxed) owner deaths recovered: stats
+ */
+struct mi_sync_head {
+    uint32_t tag;
+    uint32_t flags;
+    uint64_t operations;
+    uint64_t contentions;
+    uint64_t owner_deaths;
+};
+
+/* Mutex (64 bytes).
+ *
+ *  offset size field          who writes / notes
+ *  ------ ---- -------------- ------------------------------------------------
+ *       0   32 head           struct mi_sync_head
+ *      32   24 lock           struct mi_owned
+ *      56    4 spin_estimate  (relaxed) adaptive spin length in ns; clamped on read
+ *      60    4 reserved       zero
+ */
+struct mi_mutex {
+    struct mi_sync_head head;
+    struct mi_owned lock;
+    uint32_t spin_estimate;
+    uint32_t reserved;
+};
+
+/* Semaphore (64 bytes).
+ *
+ *  offset size field          who writes / notes
+ *  ------ ---- -------------- ------------------------------------------------
+ *       0   32 head           struct mi_sync_head
+ *      32    4 value          (atomic) futex word: the count
+ *      36    4 maximum        initializer; release() beyond it fails
+ *      40    4 sleepers       (atomic) waiters in futex_wait
+ *      44    4 spin_estimate  (relaxed) adaptive spin length in ns
+ *      48   16 reserved       zero
+ */
+struct mi_semaphore {
+    struct mi_sync_head head;
+    uint32_t value;
+    uint32_t maximum;
+    uint32_t sleepers;
+    uint32_t spin_estimate;
+    uint8_t reserved[16];
+};
+
+#define MI_EVENT_MANUAL 1u
+
+/* Event (64 bytes).
+ *
+ * Manual reset: `state` is 0 or 1.  Auto reset: `state` counts releases not
+ * yet taken (tokens); set() adds one but never more than registered+1, so
+ * K sets with N >= K waiters release exactly K of them, and a set with nobody
+ * waiting leaves the event signaled for the next arrival (Win32 semantics).
+ *
+ *  offset size field          who writes / notes
+ *  ------ ---- -------------- ------------------------------------------------
+ *       0   32 head           struct mi_sync_head (flags: MI_EVENT_MANUAL)
+ *      32    4 state          (atomic) futex word: signaled / tokens
+ *      36    4 registered     (atomic) waiters that registered to be released
+ *      40    4 spin_estimate  (relaxed) adaptive spin length in ns
+ *      44   20 reserved       zero
+ */
+struct mi_event {
+    struct mi_sync_head head;
+    uint32_t state;
+    uint32_t registered;
+    uint32_t spin_estimate;
+    uint8_t reserved[20];
+};
+
+/* Condition (64 bytes): a sequence number waiters sleep on.
+ *
+ *  offset size field          who writes / notes
+ *  ------ ---- -------------- ------------------------------------------------
+ *       0   32 head           struct mi_sync_head
+ *      32    4 sequence       (atomic) futex word; notify bumps it
+ *      36    4 sleepers       (atomic) waiters between prepare and done
+ *      40   24 reserved       zero
+ */
+struct mi_condition {
+    struct mi_sync_head head;
+    uint32_t sequence;
+    uint32_t sleepers;
+    uint8_t reserved[24];
+};
+
+#define MI_RWLOCK_READER_SLOTS 120u
+
+/* One reader of an RWLock: present while its pid is non-zero. */
+struct mi_reader_slot {
+    uint32_t pid;
+    uint32_t tid;
+    uint64_t start_ticks;    /* 0 while not yet recorded */
+};
+
+/* RWLock (2048 bytes).
+ *
+ * Writers serialize on `writer` (a robust owned word, as a Mutex), then close
+ * `gate` so no new reader enters, then wait until every reader slot is empty.
+ * Readers enter only through an open gate and hold one slot each, so a dead
+ * reader's slot is found and cleared by a waiting writer, and a dead writer is
+ * taken over by the next writer (owner_died) or by a waiting reader, which
+ * marks the lock `abandoned` so the next writer still hears about it.
+ *
+ *  offset size field          who writes / notes
+ *  ------ ---- -------------- ------------------------------------------------
+ *       0   32 head           struct mi_sync_head
+ *      32   24 writer         struct mi_owned
+ *      56    4 gate           (atomic) futex word for readers: 0 open, 1 closed
+ *      60    4 reader_exits   (atomic) futex word for a writer: bumped by leaving readers
+ *      64    4 abandoned      (atomic) 1 if a writer died and no writer has been told
+ *      68    4 spin_estimate  (relaxed) adaptive spin length in ns
+ *      72   56 reserved       zero
+ *     128 1920 readers[120]   struct mi_reader_slot (16 bytes each)
+ */
+struct mi_rwlock {
+    struct mi_sync_head head;
+    struct mi_owned writer;
+    uint32_t gate;
+    uint32_t reader_exits;
+    uint32_t abandoned;
+    uint32_t spin_estimate;
+    uint8_t reserved[56];
+    struct mi_reader_slot readers[MI_RWLOCK_READER_SLOTS];
+};
+
+MI_ROW(mi_owned, word, 0);
+MI_ROW(mi_owned, owner_tid, 4);
+MI_ROW(mi_owned, owner_start_ticks, 8);
+MI_ROW(mi_owned, owner_pidns, 16);
+MI_ROW(mi_owned, sleepers, 20);
+_Static_assert(sizeof(struct mi_owned) == 24, "mi_owned size");
+MI_ROW(mi_sync_head, tag, 0);
+MI_ROW(mi_sync_head, flags, 4);
+MI_ROW(mi_sync_head, operations, 8);
+MI_ROW(mi_sync_head, contentions, 16);
+MI_ROW(mi_sync_head, owner_deaths, 24);
+_Static_assert(sizeof(struct mi_sync_head) == 32, "mi_sync_head size");
+MI_ROW(mi_mutex, lock, 32);
+MI_ROW(mi_mutex, spin_estimate, 56);
+_Static_assert(sizeof(struct mi_mutex) == 64, "mi_mutex size");
+MI_ROW(mi_semaphore, value, 32);
+MI_ROW(mi_semaphore, maximum, 36);
+MI_ROW(mi_semaphore, sleepers, 40);
+MI_ROW(mi_semaphore, spin_estimate, 44);
+_Static_assert(sizeof(struct mi_semaphore) == 64, "mi_semaphore size");
+MI_ROW(mi_event, state, 32);
+MI_ROW(mi_event, registered, 36);
+MI_ROW(mi_event, spin_estimate, 40);
+_Static_assert(sizeof(struct mi_event) == 64, "mi_event size");
+MI_ROW(mi_condition, sequence, 32);
+MI_ROW(mi_condition, sleepers, 36);
+_Static_assert(sizeof(struct mi_condition) == 64, "mi_condition size");
+MI_ROW(mi_reader_slot, pid, 0);
+MI_ROW(mi_reader_slot, tid, 4);
+MI_ROW(mi_reader_slot, start_ticks, 8);
+_Static_assert(sizeof(struct mi_reader_slot) == 16, "mi_reader_slot size");
+MI_ROW(mi_rwlock, writer, 32);
+MI_ROW(mi_rwlock, gate, 56);
+MI_ROW(mi_rwlock, reader_exits, 60);
+MI_ROW(mi_rwlock, abandoned, 64);
+MI_ROW(mi_rwlock, spin_estimate, 68);
+MI_ROW(mi_rwlock, readers, 128);
+_Static_assert(sizeof(struct mi_rwlock) == 2048, "mi_rwlock size");
+
 /* Derived from the layout: any change of a size or offset above changes it. */
 #define MI_ABI_VERSION                                                                      \
     ((uint32_t)(((MI_LAYOUT_REVISION & 0xffu) << 24)                                        \
                 | ((sizeof(struct mi_region_header) ^ (sizeof(struct mi_attach_slot) << 13)   \
                     ^ (offsetof(struct mi_region_header, attach) << 2)                        \
-                    ^ (offsetof(struct mi_region_header, path) << 7) ^ (MI_ATTACH_SLOTS << 17)) \
+                    ^ (offsetof(struct mi_region_header, path) << 7) ^ (MI_ATTACH_SLOTS << 17)  \
+                    ^ (sizeof(struct mi_rwlock) << 3) ^ (sizeof(struct mi_owned) << 15)        \
+                    ^ (offsetof(struct mi_rwlock, readers) << 9))                              \
                    & 0xffffffu)))
 
 #endif

@@ -25,6 +25,7 @@
 #include "layout.h"
 #include "ofd.h"
 #include "result.h"
+#include "sync.h"
 
 #define SLICE_NS INT64_C(50000000) /* 50 ms: half the Ctrl-C budget of SPEC §4 */
 
@@ -436,6 +437,580 @@ static PyObject *core_monotonic_ns(PyObject *self, PyObject *unused)
     return PyLong_FromLongLong(mi_monotonic_ns());
 }
 
+
+/* ---- synchronization objects ------------------------------------------- */
+
+/* Map the sync-specific results; everything else goes to raise_for_result. */
+static PyObject *raise_for_sync(int result, const char *what)
+{
+    switch (result) {
+    case MI_DEADLOCK:
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s: this thread already holds it; releasing first (or a reentrant design) is "
+                     "needed, as re-acquiring would deadlock",
+                     what);
+        return NULL;
+    case MI_NOT_OWNER:
+        PyErr_Format(PyExc_RuntimeError, "%s: the calling thread does not hold it", what);
+        return NULL;
+    case MI_OVERFLOW:
+        PyErr_Format(PyExc_ValueError, "%s: releasing would raise the count above its maximum", what);
+        return NULL;
+    default:
+        return raise_for_result((enum mi_result)result, what);
+    }
+}
+
+/* Address of a sync object of `size` bytes at `offset`, 8-byte aligned, with
+ * its tag checked against `kind` (CorruptRegionError if another process
+ * overwrote it). */
+static void *sync_address(Py_buffer *view, Py_ssize_t offset, Py_ssize_t size, uint32_t kind, const char *what)
+{
+    if (offset < 0 || view->len < size || offset > view->len - size) {
+        PyErr_Format(PyExc_IndexError, "%s: %zd bytes at offset %zd do not fit in the %zd-byte buffer", what,
+                     size, offset, view->len);
+        return NULL;
+    }
+    char *address = (char *)view->buf + offset;
+    if ((uintptr_t)address % 8 != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: offset %zd is not 8-byte aligned", what, offset);
+        return NULL;
+    }
+    if (view->readonly) {
+        PyErr_Format(PyExc_TypeError, "%s: the buffer is read-only; sync objects need access='rw'", what);
+        return NULL;
+    }
+    if (mi_sync_check_tag((const struct mi_sync_head *)address, kind) != MI_OK) {
+        raise_for_result(MI_CORRUPT, what);
+        return NULL;
+    }
+    return address;
+}
+
+typedef int (*blocking_operation)(void *object, struct mi_wait *wait, int *out);
+
+static int op_mutex(void *object, struct mi_wait *wait, int *out)
+{
+    struct mi_mutex *mutex = object;
+    return mi_owned_lock(&mutex->lock, &mutex->head, &mutex->spin_estimate, wait, out);
+}
+static int op_semaphore(void *object, struct mi_wait *wait, int *out)
+{
+    (void)out;
+    return mi_semaphore_acquire(object, wait);
+}
+static int op_event(void *object, struct mi_wait *wait, int *out)
+{
+    (void)out;
+    return mi_event_wait(object, wait);
+}
+static int op_read(void *object, struct mi_wait *wait, int *out)
+{
+    return mi_rwlock_acquire_read(object, wait, out);
+}
+static int op_write(void *object, struct mi_wait *wait, int *out)
+{
+    return mi_rwlock_acquire_write(object, wait, out);
+}
+static int op_condition(void *object, struct mi_wait *wait, int *out)
+{
+    return mi_condition_sleep(object, (uint32_t)*out, wait);
+}
+
+/* Run a blocking operation: one attempt with the GIL held (the uncontended
+ * path pays no GIL release), then slices of at most SLICE_NS with the GIL
+ * released, checking for Ctrl-C between slices.  Returns MI_OK,
+ * MI_TIMEOUT, or -1 with a Python exception set (signal or error). */
+static int run_blocking(blocking_operation operation, void *object, PyObject *timeout, int64_t spin_ns,
+                        int *out, struct mi_wait *wait, const char *what)
+{
+    int64_t deadline_ns = deadline_from_timeout(timeout);
+    if (deadline_ns == -2)
+        return -1;
+    int64_t now = mi_monotonic_ns();
+    int nonblocking = deadline_ns >= 0 && deadline_ns <= now;
+    *wait = (struct mi_wait){.deadline_ns = 0, .spin_ns = 0,
+                             .next_check_ns = nonblocking ? 0 : now + 1000000};
+    int result = operation(object, wait, out);
+    if (result == MI_OK)
+        return MI_OK;
+    if (result != MI_TIMEOUT) {
+        raise_for_sync(result, what);
+        return -1;
+    }
+    if (nonblocking)
+        return MI_TIMEOUT;
+    wait->spin_ns = spin_ns;
+    wait->start_ns = now;
+    for (;;) {
+        now = mi_monotonic_ns();
+        if (deadline_ns >= 0 && now >= deadline_ns)
+            return MI_TIMEOUT;
+        int64_t slice = now + SLICE_NS;
+        wait->deadline_ns = deadline_ns >= 0 && deadline_ns < slice ? deadline_ns : slice;
+        Py_BEGIN_ALLOW_THREADS
+        result = operation(object, wait, out);
+        Py_END_ALLOW_THREADS
+        if (result == MI_OK)
+            return MI_OK;
+        if (result != MI_TIMEOUT && result != MI_INTERRUPTED) {
+            raise_for_sync(result, what);
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+    }
+}
+
+static int parse_spin(PyObject *spin, int64_t *spin_ns)
+{
+    if (spin == Py_None) {
+        *spin_ns = MI_SPIN_ADAPTIVE;
+        return 0;
+    }
+    double seconds = PyFloat_AsDouble(spin);
+    if (seconds == -1.0 && PyErr_Occurred())
+        return -1;
+    if (!(seconds >= 0) || seconds > 1.0) {
+        PyErr_SetString(PyExc_ValueError, "spin must be None (adaptive) or 0..1 seconds");
+        return -1;
+    }
+    *spin_ns = (int64_t)(seconds * 1e9);
+    return 0;
+}
+
+/* ---- Sync: a handle on one sync object ----------------------------------
+ *
+ * Holds a buffer export on the mapping for its whole life (so the mapping
+ * cannot be closed under it, and no per-call buffer acquisition is paid) and
+ * the object's address.  Every call re-checks the object's tag, so a hostile
+ * overwrite is CorruptRegionError, not undefined behaviour.  Methods use the
+ * vectorcall convention: the uncontended acquire is a handful of loads and
+ * one CAS after argument checks.
+ */
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    char *address;
+    uint32_t kind;
+    Py_ssize_t size;
+    int open;
+} SyncHandle;
+
+static Py_ssize_t sync_size(uint32_t kind)
+{
+    switch (kind) {
+    case MI_KIND_MUTEX:
+        return sizeof(struct mi_mutex);
+    case MI_KIND_SEMAPHORE:
+        return sizeof(struct mi_semaphore);
+    case MI_KIND_EVENT:
+        return sizeof(struct mi_event);
+    case MI_KIND_CONDITION:
+        return sizeof(struct mi_condition);
+    case MI_KIND_RWLOCK:
+        return sizeof(struct mi_rwlock);
+    default:
+        return 0;
+    }
+}
+
+static const char *kind_label(uint32_t kind)
+{
+    switch (kind) {
+    case MI_KIND_MUTEX:
+        return "Mutex";
+    case MI_KIND_SEMAPHORE:
+        return "Semaphore";
+    case MI_KIND_EVENT:
+        return "Event";
+    case MI_KIND_CONDITION:
+        return "Condition";
+    default:
+        return "RWLock";
+    }
+}
+
+static PyObject *sync_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"buffer", "offset", "kind", NULL};
+    PyObject *buffer;
+    Py_ssize_t offset;
+    unsigned int kind;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OnI:Sync", keywords, &buffer, &offset, &kind))
+        return NULL;
+    Py_ssize_t size = sync_size(kind);
+    if (size == 0) {
+        PyErr_Format(PyExc_ValueError, "kind %u is not a synchronization object", kind);
+        return NULL;
+    }
+    SyncHandle *self = (SyncHandle *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (PyObject_GetBuffer(buffer, &self->view, PyBUF_WRITABLE) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->open = 1;
+    self->address = sync_address(&self->view, offset, size, kind, kind_label(kind));
+    if (self->address == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->kind = kind;
+    self->size = size;
+    return (PyObject *)self;
+}
+
+static void sync_release(SyncHandle *self)
+{
+    if (self->open) {
+        self->open = 0;
+        self->address = NULL;
+        PyBuffer_Release(&self->view);
+    }
+}
+
+static void sync_dealloc(SyncHandle *self)
+{
+    sync_release(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The object's address after checking the handle is open, of `kind`, and
+ * that the shared tag is intact. */
+static void *sync_object(SyncHandle *self, uint32_t kind, const char *what)
+{
+    if (!self->open) {
+        PyObject *module = PyImport_ImportModule("memipc._errors");
+        PyObject *closed = module == NULL ? NULL : PyObject_GetAttrString(module, "ClosedError");
+        Py_XDECREF(module);
+        if (closed != NULL) {
+            PyErr_Format(closed, "%s: this handle is closed; open the object again", what);
+            Py_DECREF(closed);
+        }
+        return NULL;
+    }
+    if (self->kind != kind) {
+        PyErr_Format(PyExc_TypeError, "%s called on a %s", what, kind_label(self->kind));
+        return NULL;
+    }
+    if (mi_sync_check_tag((const struct mi_sync_head *)self->address, kind) != MI_OK) {
+        raise_for_result(MI_CORRUPT, what);
+        return NULL;
+    }
+    return self->address;
+}
+
+static int check_nargs(const char *what, Py_ssize_t nargs, Py_ssize_t least, Py_ssize_t most)
+{
+    if (nargs < least || nargs > most) {
+        PyErr_Format(PyExc_TypeError, "%s takes %zd to %zd arguments (%zd given)", what, least, most, nargs);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *sync_lock(SyncHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("lock", nargs, 0, 2) < 0)
+        return NULL;
+    struct mi_mutex *mutex = sync_object(self, MI_KIND_MUTEX, "Mutex.acquire");
+    if (mutex == NULL)
+        return NULL;
+    if (mi_owned_try_lock(&mutex->lock, &mutex->head))
+        return PyLong_FromLong(0);
+    int64_t spin_ns;
+    if (parse_spin(nargs > 1 ? args[1] : Py_None, &spin_ns) < 0)
+        return NULL;
+    int owner_died = 0;
+    struct mi_wait wait;
+    int outcome = run_blocking(op_mutex, mutex, nargs > 0 ? args[0] : Py_None, spin_ns, &owner_died, &wait,
+                               "Mutex.acquire");
+    if (outcome < 0)
+        return NULL;
+    return PyLong_FromLong(outcome == MI_OK ? owner_died : -1);
+}
+
+static PyObject *sync_unlock(SyncHandle *self, PyObject *unused)
+{
+    (void)unused;
+    struct mi_mutex *mutex = sync_object(self, MI_KIND_MUTEX, "Mutex.release");
+    if (mutex == NULL)
+        return NULL;
+    int outcome = mi_owned_unlock(&mutex->lock);
+    return outcome == MI_OK ? Py_NewRef(Py_None) : raise_for_sync(outcome, "Mutex.release");
+}
+
+static PyObject *sync_held(SyncHandle *self, PyObject *unused)
+{
+    (void)unused;
+    struct mi_mutex *mutex = sync_object(self, MI_KIND_MUTEX, "Mutex.held");
+    return mutex == NULL ? NULL : PyBool_FromLong(mi_owned_held_by_me(&mutex->lock));
+}
+
+static PyObject *sync_acquire(SyncHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("acquire", nargs, 0, 2) < 0)
+        return NULL;
+    struct mi_semaphore *semaphore = sync_object(self, MI_KIND_SEMAPHORE, "Semaphore.acquire");
+    int64_t spin_ns;
+    if (semaphore == NULL || parse_spin(nargs > 1 ? args[1] : Py_None, &spin_ns) < 0)
+        return NULL;
+    int unused = 0;
+    struct mi_wait wait;
+    int outcome = run_blocking(op_semaphore, semaphore, nargs > 0 ? args[0] : Py_None, spin_ns, &unused, &wait,
+                               "Semaphore.acquire");
+    return outcome < 0 ? NULL : PyBool_FromLong(outcome == MI_OK);
+}
+
+static PyObject *sync_release_count(SyncHandle *self, PyObject *count_object)
+{
+    struct mi_semaphore *semaphore = sync_object(self, MI_KIND_SEMAPHORE, "Semaphore.release");
+    uint32_t count;
+    if (semaphore == NULL || as_u32(count_object, &count) < 0)
+        return NULL;
+    int outcome = mi_semaphore_release(semaphore, count);
+    return outcome == MI_OK ? Py_NewRef(Py_None) : raise_for_sync(outcome, "Semaphore.release");
+}
+
+static PyObject *sync_wait(SyncHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("wait", nargs, 0, 2) < 0)
+        return NULL;
+    struct mi_event *event = sync_object(self, MI_KIND_EVENT, "Event.wait");
+    int64_t spin_ns;
+    if (event == NULL || parse_spin(nargs > 1 ? args[1] : Py_None, &spin_ns) < 0)
+        return NULL;
+    if (mi_event_try(event))
+        Py_RETURN_TRUE;
+    int unused = 0;
+    struct mi_wait wait;
+    int outcome =
+        run_blocking(op_event, event, nargs > 0 ? args[0] : Py_None, spin_ns, &unused, &wait, "Event.wait");
+    return outcome < 0 ? NULL : PyBool_FromLong(outcome == MI_OK);
+}
+
+/* event_control(action): 0 set, 1 clear, 2 is_set, 3 try-consume, 4 register, 5 unregister */
+static PyObject *sync_event_control(SyncHandle *self, PyObject *action_object)
+{
+    struct mi_event *event = sync_object(self, MI_KIND_EVENT, "Event");
+    if (event == NULL)
+        return NULL;
+    long action = PyLong_AsLong(action_object);
+    switch (action) {
+    case 0:
+        mi_event_set(event);
+        Py_RETURN_NONE;
+    case 1:
+        mi_event_clear(event);
+        Py_RETURN_NONE;
+    case 2:
+        /* acquire: a True answer comes with the setter's writes visible. */
+        return PyBool_FromLong(mi_load_acquire_u32(&event->state) != 0);
+    case 3:
+        return PyBool_FromLong(mi_event_try(event));
+    case 4:
+        mi_event_register(event);
+        Py_RETURN_NONE;
+    case 5:
+        mi_event_unregister(event);
+        Py_RETURN_NONE;
+    default:
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "unknown event action %ld", action);
+        return NULL;
+    }
+}
+
+/* condition_control(action, n=0): 0 prepare -> sequence, 1 done, 2 notify(n) */
+static PyObject *sync_condition_control(SyncHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("condition_control", nargs, 1, 2) < 0)
+        return NULL;
+    struct mi_condition *condition = sync_object(self, MI_KIND_CONDITION, "Condition");
+    if (condition == NULL)
+        return NULL;
+    long action = PyLong_AsLong(args[0]);
+    long count = nargs > 1 ? PyLong_AsLong(args[1]) : 0;
+    if (PyErr_Occurred())
+        return NULL;
+    switch (action) {
+    case 0:
+        return PyLong_FromUnsignedLong(mi_condition_prepare(condition));
+    case 1:
+        mi_condition_done(condition);
+        Py_RETURN_NONE;
+    case 2:
+        mi_condition_notify(condition, count < 0 ? 0 : count > INT_MAX ? INT_MAX : (int)count);
+        Py_RETURN_NONE;
+    default:
+        PyErr_Format(PyExc_ValueError, "unknown condition action %ld", action);
+        return NULL;
+    }
+}
+
+static PyObject *sync_sleep(SyncHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("sleep", nargs, 1, 2) < 0)
+        return NULL;
+    struct mi_condition *condition = sync_object(self, MI_KIND_CONDITION, "Condition.wait");
+    uint32_t sequence;
+    if (condition == NULL || as_u32(args[0], &sequence) < 0)
+        return NULL;
+    int carried = (int)sequence;
+    struct mi_wait wait;
+    int outcome =
+        run_blocking(op_condition, condition, nargs > 1 ? args[1] : Py_None, 0, &carried, &wait, "Condition.wait");
+    return outcome < 0 ? NULL : PyBool_FromLong(outcome == MI_OK);
+}
+
+static PyObject *sync_rw_acquire(SyncHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("rw_acquire", nargs, 1, 3) < 0)
+        return NULL;
+    int write = PyObject_IsTrue(args[0]);
+    const char *what = write ? "RWLock.acquire_write" : "RWLock.acquire_read";
+    struct mi_rwlock *rwlock = write < 0 ? NULL : sync_object(self, MI_KIND_RWLOCK, what);
+    int64_t spin_ns;
+    if (rwlock == NULL || parse_spin(nargs > 2 ? args[2] : Py_None, &spin_ns) < 0)
+        return NULL;
+    int out = -1;
+    struct mi_wait wait;
+    int outcome = run_blocking(write ? op_write : op_read, rwlock, nargs > 1 ? args[1] : Py_None, spin_ns, &out,
+                               &wait, what);
+    if (write && outcome != MI_OK && wait.progress == 1)
+        mi_rwlock_release_write(rwlock); /* gave up while waiting for readers: reopen */
+    if (outcome < 0)
+        return NULL;
+    return PyLong_FromLong(outcome == MI_OK ? out : -1);
+}
+
+static PyObject *sync_rw_release(SyncHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("rw_release", nargs, 1, 2) < 0)
+        return NULL;
+    int write = PyObject_IsTrue(args[0]);
+    long slot = nargs > 1 ? PyLong_AsLong(args[1]) : -1;
+    if (write < 0 || (slot == -1 && PyErr_Occurred()))
+        return NULL;
+    const char *what = write ? "RWLock.release_write" : "RWLock.release_read";
+    struct mi_rwlock *rwlock = sync_object(self, MI_KIND_RWLOCK, what);
+    if (rwlock == NULL)
+        return NULL;
+    int outcome = write ? mi_rwlock_release_write(rwlock)
+                        : mi_rwlock_release_read(rwlock, slot < INT_MIN || slot > INT_MAX ? -1 : (int)slot);
+    return outcome == MI_OK ? Py_NewRef(Py_None) : raise_for_sync(outcome, what);
+}
+
+static PyObject *sync_close(SyncHandle *self, PyObject *unused)
+{
+    (void)unused;
+    sync_release(self);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef sync_methods[] = {
+    {"lock", (PyCFunction)(void (*)(void))sync_lock, METH_FASTCALL,
+     "lock(timeout=None, spin=None) -> 0 acquired, 1 acquired (owner died), -1 timeout."},
+    {"unlock", (PyCFunction)sync_unlock, METH_NOARGS, "unlock(): RuntimeError if not held by this thread."},
+    {"held", (PyCFunction)sync_held, METH_NOARGS, "held() -> bool: held by this thread?"},
+    {"acquire", (PyCFunction)(void (*)(void))sync_acquire, METH_FASTCALL,
+     "acquire(timeout=None, spin=None) -> bool (semaphore)."},
+    {"release", (PyCFunction)sync_release_count, METH_O, "release(n): ValueError beyond the maximum."},
+    {"wait", (PyCFunction)(void (*)(void))sync_wait, METH_FASTCALL, "wait(timeout=None, spin=None) -> bool."},
+    {"event_control", (PyCFunction)sync_event_control, METH_O,
+     "event_control(action): 0 set, 1 clear, 2 is_set, 3 try, 4 register, 5 unregister."},
+    {"condition_control", (PyCFunction)(void (*)(void))sync_condition_control, METH_FASTCALL,
+     "condition_control(action, n=0): 0 prepare -> sequence, 1 done, 2 notify(n)."},
+    {"sleep", (PyCFunction)(void (*)(void))sync_sleep, METH_FASTCALL,
+     "sleep(sequence, timeout=None) -> bool: False on timeout."},
+    {"rw_acquire", (PyCFunction)(void (*)(void))sync_rw_acquire, METH_FASTCALL,
+     "rw_acquire(write, timeout=None, spin=None) -> reader slot / 0|1 (owner died) / -1."},
+    {"rw_release", (PyCFunction)(void (*)(void))sync_rw_release, METH_FASTCALL, "rw_release(write, slot=-1)."},
+    {"close", (PyCFunction)sync_close, METH_NOARGS, "close(): release the buffer (idempotent)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SyncHandleType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "memipc._core.Sync",
+    .tp_basicsize = sizeof(SyncHandle),
+    .tp_dealloc = (destructor)sync_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Sync(buffer, offset, kind): a handle on one sync object in shared memory.",
+    .tp_methods = sync_methods,
+    .tp_new = sync_new,
+};
+
+/* futex_wait_many([(buffer, offset, expected), ...], timeout) -> bool:
+ * sleep until any word differs or is woken (one slice at most: the caller
+ * loops); False on timeout.  Polls in 1 ms steps where FUTEX_WAITV is absent. */
+static PyObject *core_futex_wait_many(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *items, *timeout = Py_None;
+    if (!PyArg_ParseTuple(args, "O|O:futex_wait_many", &items, &timeout))
+        return NULL;
+    PyObject *sequence = PySequence_Fast(items, "futex_wait_many needs a sequence of (buffer, offset, expected)");
+    if (sequence == NULL)
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
+    if (count < 1 || count > 64) {
+        Py_DECREF(sequence);
+        PyErr_SetString(PyExc_ValueError, "futex_wait_many takes 1 to 64 words");
+        return NULL;
+    }
+    Py_buffer views[64];
+    uint32_t *words[64];
+    uint32_t expected[64];
+    Py_ssize_t acquired = 0;
+    PyObject *result = NULL;
+    for (; acquired < count; acquired++) {
+        Py_ssize_t offset;
+        PyObject *value;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(sequence, acquired), "y*nO", &views[acquired], &offset,
+                              &value))
+            goto done;
+        words[acquired] = word_address(&views[acquired], offset, 4);
+        if (words[acquired] == NULL || as_u32(value, &expected[acquired]) < 0) {
+            acquired++;
+            goto done;
+        }
+    }
+    int64_t deadline_ns = deadline_from_timeout(timeout);
+    if (deadline_ns == -2)
+        goto done;
+    int64_t slice = mi_monotonic_ns() + SLICE_NS;
+    if (deadline_ns < 0 || deadline_ns > slice)
+        deadline_ns = slice;
+    enum mi_result outcome;
+    Py_BEGIN_ALLOW_THREADS
+    outcome = mi_futex_wait_many(words, expected, (int)count, deadline_ns);
+    if (outcome == MI_ERRNO && errno == ENOSYS) {
+        /* No FUTEX_WAITV: poll until a value differs. */
+        outcome = MI_TIMEOUT;
+        while (mi_monotonic_ns() < deadline_ns && outcome == MI_TIMEOUT) {
+            for (Py_ssize_t i = 0; i < count; i++)
+                if (mi_load_acquire_u32(words[i]) != expected[i])
+                    outcome = MI_OK;
+            if (outcome == MI_TIMEOUT)
+                usleep(1000);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (outcome == MI_OK || outcome == MI_TIMEOUT || outcome == MI_INTERRUPTED) {
+        if (PyErr_CheckSignals() == 0)
+            result = PyBool_FromLong(outcome != MI_TIMEOUT);
+    } else {
+        raise_for_result(outcome, "futex_wait_many");
+    }
+done:
+    for (Py_ssize_t i = 0; i < acquired; i++)
+        PyBuffer_Release(&views[i]);
+    Py_DECREF(sequence);
+    return result;
+}
+
 /* ---- module ------------------------------------------------------------ */
 
 static PyMethodDef core_methods[] = {
@@ -457,6 +1032,8 @@ static PyMethodDef core_methods[] = {
      "ofd_lock(fd, start, length, type, wait=False) -> bool: take/convert/drop an OFD byte-range lock."},
     {"ofd_probe", (PyCFunction)(void (*)(void))core_ofd_probe, METH_VARARGS | METH_KEYWORDS,
      "ofd_probe(fd, start, length, type=LOCK_WRITE) -> bool: is a conflicting lock held elsewhere?"},
+    {"futex_wait_many", core_futex_wait_many, METH_VARARGS,
+     "futex_wait_many([(buffer, offset, expected), ...], timeout=None) -> bool (one slice at most)."},
     {"monotonic_ns", core_monotonic_ns, METH_NOARGS, "monotonic_ns() -> int: CLOCK_MONOTONIC in ns."},
     {NULL, NULL, 0, NULL},
 };
@@ -491,6 +1068,25 @@ static PyObject *offsets_table(void)
         || ROW(table, mi_region_header, path) < 0 || ROW(table, mi_region_header, attach) < 0
         || ROW(table, mi_attach_slot, pid) < 0 || ROW(table, mi_attach_slot, start_ticks) < 0
         || ROW(table, mi_attach_slot, attached_realtime_ns) < 0
+        || ROW(table, mi_owned, word) < 0 || ROW(table, mi_owned, owner_tid) < 0
+        || ROW(table, mi_owned, owner_start_ticks) < 0 || ROW(table, mi_owned, owner_pidns) < 0
+        || ROW(table, mi_owned, sleepers) < 0 || ROW(table, mi_sync_head, tag) < 0
+        || ROW(table, mi_sync_head, flags) < 0 || ROW(table, mi_sync_head, operations) < 0
+        || ROW(table, mi_sync_head, contentions) < 0 || ROW(table, mi_sync_head, owner_deaths) < 0
+        || ROW(table, mi_mutex, lock) < 0 || ROW(table, mi_mutex, spin_estimate) < 0
+        || ROW(table, mi_semaphore, value) < 0 || ROW(table, mi_semaphore, maximum) < 0
+        || ROW(table, mi_semaphore, sleepers) < 0 || ROW(table, mi_event, state) < 0
+        || ROW(table, mi_event, registered) < 0 || ROW(table, mi_condition, sequence) < 0
+        || ROW(table, mi_condition, sleepers) < 0 || ROW(table, mi_rwlock, writer) < 0
+        || ROW(table, mi_rwlock, gate) < 0 || ROW(table, mi_rwlock, reader_exits) < 0
+        || ROW(table, mi_rwlock, abandoned) < 0 || ROW(table, mi_rwlock, readers) < 0
+        || ROW(table, mi_reader_slot, pid) < 0 || ROW(table, mi_reader_slot, tid) < 0
+        || ROW(table, mi_reader_slot, start_ticks) < 0
+        || add_row(table, "mi_mutex", 0, sizeof(struct mi_mutex)) < 0
+        || add_row(table, "mi_semaphore", 0, sizeof(struct mi_semaphore)) < 0
+        || add_row(table, "mi_event", 0, sizeof(struct mi_event)) < 0
+        || add_row(table, "mi_condition", 0, sizeof(struct mi_condition)) < 0
+        || add_row(table, "mi_rwlock", 0, sizeof(struct mi_rwlock)) < 0
         || add_row(table, "mi_region_header", 0, sizeof(struct mi_region_header)) < 0
         || add_row(table, "mi_attach_slot", 0, sizeof(struct mi_attach_slot)) < 0) {
         Py_DECREF(table);
@@ -511,6 +1107,8 @@ static int add_owned(PyObject *module, const char *name, PyObject *value)
 
 static int core_exec(PyObject *module)
 {
+    if (PyType_Ready(&SyncHandleType) < 0 || PyModule_AddObjectRef(module, "Sync", (PyObject *)&SyncHandleType) < 0)
+        return -1;
     if (add_owned(module, "OFFSETS", offsets_table()) < 0
         || add_owned(module, "MAGIC", PyLong_FromUnsignedLongLong(MI_MAGIC)) < 0
         || PyModule_AddIntConstant(module, "ABI_VERSION", (long)MI_ABI_VERSION) < 0
@@ -531,7 +1129,13 @@ static int core_exec(PyObject *module)
         || PyModule_AddIntConstant(module, "KIND_RPC", MI_KIND_RPC) < 0
         || PyModule_AddIntConstant(module, "LOCK_READ", MI_LOCK_READ) < 0
         || PyModule_AddIntConstant(module, "LOCK_WRITE", MI_LOCK_WRITE) < 0
-        || PyModule_AddIntConstant(module, "LOCK_UNLOCK", MI_LOCK_UNLOCK) < 0)
+        || PyModule_AddIntConstant(module, "LOCK_UNLOCK", MI_LOCK_UNLOCK) < 0
+        || PyModule_AddIntConstant(module, "LAYOUT_REVISION", MI_LAYOUT_REVISION) < 0
+        || PyModule_AddIntConstant(module, "TAG_INITIALIZING", MI_TAG_INITIALIZING) < 0
+        || PyModule_AddIntConstant(module, "TAG_BASE", (long)MI_TAG(0)) < 0
+        || PyModule_AddIntConstant(module, "EVENT_MANUAL", MI_EVENT_MANUAL) < 0
+        || PyModule_AddIntConstant(module, "SPIN_DEFAULT_MAX_NS", MI_SPIN_DEFAULT_MAX_NS) < 0
+        || PyModule_AddIntConstant(module, "RWLOCK_READER_SLOTS", MI_RWLOCK_READER_SLOTS) < 0)
         return -1;
     return 0;
 }

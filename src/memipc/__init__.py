@@ -29,23 +29,31 @@ from ._errors import (
     NotFoundError,
 )
 from ._region import Region, RegionInfo
+from ._sync import Condition, Event, Mutex, RWLock, Semaphore, SyncStats, wait_any
 from ._view import View, ViewStream
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ClosedError",
+    "Condition",
     "CorruptRegionError",
     "Empty",
     "Error",
+    "Event",
     "ExistsError",
     "Full",
     "KindMismatchError",
     "MessageTooLargeError",
+    "Mutex",
     "NotFoundError",
+    "RWLock",
     "Region",
     "RegionInfo",
+    "Semaphore",
+    "SyncStats",
     "View",
     "ViewStream",
     "__version__",
+    "wait_any",
 ]

@@ -104,6 +104,79 @@ for _reserved in ("mi_attach_slot.reserved0", "mi_attach_slot.reserved1"):
 del _reserved
 
 
+# ---- synchronization objects (layout.h: mi_sync_head, mi_owned, mi_mutex, ...) ----
+SYNC_TAG = 0
+SYNC_FLAGS = 4
+SYNC_OPERATIONS = 8
+SYNC_CONTENTIONS = 16
+SYNC_OWNER_DEATHS = 24
+OWNED_WORD = 0
+OWNED_TID = 4
+OWNED_START_TICKS = 8
+OWNED_PIDNS = 16
+OWNED_SLEEPERS = 20
+MUTEX_LOCK = 32
+MUTEX_SIZE = 64
+SEMAPHORE_VALUE = 32
+SEMAPHORE_MAXIMUM = 36
+SEMAPHORE_SLEEPERS = 40
+SEMAPHORE_SIZE = 64
+EVENT_STATE = 32
+EVENT_REGISTERED = 36
+EVENT_SIZE = 64
+CONDITION_SEQUENCE = 32
+CONDITION_SLEEPERS = 36
+CONDITION_SIZE = 64
+RWLOCK_WRITER = 32
+RWLOCK_GATE = 56
+RWLOCK_READER_EXITS = 60
+RWLOCK_ABANDONED = 64
+RWLOCK_READERS = 128
+RWLOCK_SIZE = 2048
+READER_SLOT_SIZE = 16
+OWNER_MASK = 0x3FFFFFFF
+WAITERS_BIT = 0x80000000
+TAG_INITIALIZING = _core.TAG_INITIALIZING
+TAG_BASE = _core.TAG_BASE
+
+PY_OFFSETS.update(
+    {
+        "mi_sync_head.tag": (SYNC_TAG, 4),
+        "mi_sync_head.flags": (SYNC_FLAGS, 4),
+        "mi_sync_head.operations": (SYNC_OPERATIONS, 8),
+        "mi_sync_head.contentions": (SYNC_CONTENTIONS, 8),
+        "mi_sync_head.owner_deaths": (SYNC_OWNER_DEATHS, 8),
+        "mi_owned.word": (OWNED_WORD, 4),
+        "mi_owned.owner_tid": (OWNED_TID, 4),
+        "mi_owned.owner_start_ticks": (OWNED_START_TICKS, 8),
+        "mi_owned.owner_pidns": (OWNED_PIDNS, 4),
+        "mi_owned.sleepers": (OWNED_SLEEPERS, 4),
+        "mi_mutex": (0, MUTEX_SIZE),
+        "mi_mutex.lock": (MUTEX_LOCK, 24),
+        "mi_mutex.spin_estimate": (56, 4),
+        "mi_semaphore": (0, SEMAPHORE_SIZE),
+        "mi_semaphore.value": (SEMAPHORE_VALUE, 4),
+        "mi_semaphore.maximum": (SEMAPHORE_MAXIMUM, 4),
+        "mi_semaphore.sleepers": (SEMAPHORE_SLEEPERS, 4),
+        "mi_event": (0, EVENT_SIZE),
+        "mi_event.state": (EVENT_STATE, 4),
+        "mi_event.registered": (EVENT_REGISTERED, 4),
+        "mi_condition": (0, CONDITION_SIZE),
+        "mi_condition.sequence": (CONDITION_SEQUENCE, 4),
+        "mi_condition.sleepers": (CONDITION_SLEEPERS, 4),
+        "mi_rwlock": (0, RWLOCK_SIZE),
+        "mi_rwlock.writer": (RWLOCK_WRITER, 24),
+        "mi_rwlock.gate": (RWLOCK_GATE, 4),
+        "mi_rwlock.reader_exits": (RWLOCK_READER_EXITS, 4),
+        "mi_rwlock.abandoned": (RWLOCK_ABANDONED, 4),
+        "mi_rwlock.readers": (RWLOCK_READERS, _core.RWLOCK_READER_SLOTS * READER_SLOT_SIZE),
+        "mi_reader_slot.pid": (0, 4),
+        "mi_reader_slot.tid": (4, 4),
+        "mi_reader_slot.start_ticks": (8, 8),
+    }
+)
+
+
 def slot_offset(index: int) -> int:
     """Byte offset of attach-table row ``index`` inside the header."""
     return ATTACH_TABLE_OFFSET + index * ATTACH_SLOT.size
@@ -250,6 +323,8 @@ def parse_header(
         raise _corrupt(where, "the name or path is not valid text") from None
     if "\x00" in name or (path is not None and "\x00" in path):
         raise _corrupt(where, "the name or path contains NUL")
+    if path is not None and not path.startswith("/"):
+        raise _corrupt(where, f"the data file path {path!r} is not absolute")
     if bool(flags & FLAG_FILE_BACKED) != (path is not None):
         raise _corrupt(where, "the file-backed flag and the path disagree")
     return Header(

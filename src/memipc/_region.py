@@ -17,7 +17,7 @@ import contextlib
 import operator
 import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar, final
@@ -352,7 +352,7 @@ class Region:
 
     def windows(
         self, length: int, *, step: int | None = None, start: int = 0, stop: int | None = None
-    ) -> Iterator[View]:
+    ) -> Generator[View, None, None]:
         """Walk the region through views of ``length`` bytes, ``step`` apart (default: adjacent).
 
         Only one window is mapped at a time, so a file larger than memory or
@@ -370,7 +370,7 @@ class Region:
             raise IndexError(f"start={first}, stop={end} must satisfy 0 <= start <= stop <= {self._size}")
         return self._walk(window, stride, first, end)
 
-    def _walk(self, window: int, stride: int, first: int, end: int) -> Iterator[View]:
+    def _walk(self, window: int, stride: int, first: int, end: int) -> Generator[View, None, None]:
         position = first
         while position < end:
             view = self.view(position, min(window, end - position))
@@ -427,7 +427,8 @@ class Region:
         """Close this handle (idempotent).
 
         Raises ``BufferError`` — and stays open — if memoryviews, numpy arrays
-        or ctypes objects still point into one of its views.
+        or ctypes objects still point into one of its views.  The views without
+        such exports are closed; the message names the ones that stay open.
         """
         if self._closed:
             return

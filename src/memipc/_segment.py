@@ -189,7 +189,8 @@ class Segment:
     def open_file(cls, path: str | os.PathLike[str], access: Access, size: int | None) -> Segment:
         """Any regular file, mapped from offset 0; grown to ``size`` if asked (rw only)."""
         file_path = os.path.abspath(os.fspath(path))
-        fd = os.open(file_path, (os.O_RDWR if access == "rw" else os.O_RDONLY) | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO must not hang; regular files ignore it.
+        fd = os.open(file_path, (os.O_RDWR if access == "rw" else os.O_RDONLY) | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
@@ -295,7 +296,9 @@ class Segment:
                 os.ftruncate(self.fd, total)
         else:
             _platform.reserve(self.fd, HEADER_BYTES, what)
-            self.data_fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, permissions)
+            self.data_fd = os.open(
+                self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, permissions
+            )
             info = os.fstat(self.data_fd)
             if not stat.S_ISREG(info.st_mode):
                 raise ValueError(f"cannot back {what} with {self.path!r}: it is not a regular file")
@@ -422,13 +425,19 @@ class Segment:
         self.slot = _lifetime.claim_slot(self.fd, self.header if self.fd_writable else None)
 
     def _open_data_file(self, path: str, where: str) -> int:
-        flags = (os.O_RDWR if self.access == "rw" else os.O_RDONLY) | os.O_CLOEXEC
+        # O_NONBLOCK: a path from shared memory may name a FIFO, whose open would hang.
+        flags = (os.O_RDWR if self.access == "rw" else os.O_RDONLY) | os.O_CLOEXEC | os.O_NONBLOCK
         try:
             data_fd = os.open(path, flags)
         except FileNotFoundError:
             raise CorruptRegionError(
                 f"{where}: its data file {path!r} no longer exists; remove the region and create it again"
             ) from None
+        except PermissionError:
+            raise
+        except OSError as error:  # a directory, a device that refuses, ...
+            problem = f"cannot use {path!r} as its data file: {error.strerror}"
+            raise CorruptRegionError(f"{where}: {problem}") from None
         self.data_fd = data_fd
         info = os.fstat(data_fd)
         # The path comes from shared memory: only follow it to a regular file

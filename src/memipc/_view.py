@@ -150,7 +150,8 @@ class View:
         """Copy ``n`` bytes starting at ``offset`` (to the end if ``n`` is None)."""
         buf = self._live()
         if n is None:
-            n = self._length - operator.index(offset)
+            start, _ = self._span(offset, 0)
+            n = self._length - start
         start, count = self._span(offset, n)
         return bytes(buf[start : start + count])
 
@@ -229,7 +230,10 @@ class View:
                 raise ValueError(f"shape {dims} has a negative dimension")
             count *= dim
         start, _ = self._span(offset, count * dt.itemsize)
-        return np.ndarray(dims, dtype=dt, buffer=buf, offset=start)
+        # frombuffer keeps a memoryview (an export) as the array's base, so
+        # close() cannot unmap under a live array; np.ndarray(buffer=...)
+        # would keep only the mmap object and let close() succeed.
+        return np.frombuffer(buf, dtype=dt, count=count, offset=start).reshape(dims)
 
     def stream(self) -> ViewStream:
         """A seekable raw stream over the view (``io.RawIOBase``), like MemoryMappedViewStream."""
