@@ -12,11 +12,13 @@
  * tries to take a token once more before unregistering, so a set() that
  * counted it is never lost.
  *
- * Condition: `sequence` is bumped by notify; a waiter reads it (prepare)
- * before releasing its mutex and sleeps only while it is unchanged, so a
- * notify between the release and the sleep is never lost.  notify(n) wakes
- * up to n sleepers; waiters that raced the bump return too (spurious wake-ups
- * are allowed, as for pthread conditions: use wait_for with a predicate).
+ * Condition: a waiter registers (sleepers) and reads `sequence` (prepare)
+ * before releasing its mutex, so a notify between the release and the sleep
+ * is never lost.  notify(n) grants min(n, sleepers not yet granted) wake-ups
+ * in `pending` and bumps `sequence`; a waiter returns only by consuming a
+ * grant made after it arrived.  A waiter that dies asleep stays counted in
+ * `sleepers` and may leave a grant behind, which a later waiter consumes as
+ * a spurious wake-up (allowed, as for pthread conditions: use wait_for).
  */
 #include <limits.h>
 
@@ -144,15 +146,32 @@ uint32_t mi_condition_prepare(struct mi_condition *condition)
     return mi_load_acquire_u32(&condition->sequence);
 }
 
+/* Take one granted wake-up if a notify happened since `sequence`; 1 if taken. */
+static int take_wakeup(struct mi_condition *condition, uint32_t sequence)
+{
+    if (mi_load_acquire_u32(&condition->sequence) == sequence)
+        return 0;
+    uint32_t pending = mi_load_acquire_u32(&condition->pending);
+    while (pending > 0) {
+        /* acq_rel: consuming a wake-up sees what the notifier wrote. */
+        if (mi_cas_acq_rel_u32(&condition->pending, pending, pending - 1))
+            return 1;
+        pending = mi_load_acquire_u32(&condition->pending);
+    }
+    return 0;
+}
+
 int mi_condition_sleep(struct mi_condition *condition, uint32_t sequence, struct mi_wait *wait)
 {
     for (;;) {
-        if (mi_load_acquire_u32(&condition->sequence) != sequence)
+        if (take_wakeup(condition, sequence))
             return MI_OK;
-        if (wait->deadline_ns >= 0 && mi_monotonic_ns() >= wait->deadline_ns)
+        int64_t now = mi_monotonic_ns();
+        if (wait->deadline_ns >= 0 && now >= wait->deadline_ns)
             return MI_TIMEOUT;
         wait->slept = 1;
-        enum mi_result outcome = mi_futex_wait(&condition->sequence, sequence, wait->deadline_ns);
+        uint32_t current = mi_load_acquire_u32(&condition->sequence);
+        enum mi_result outcome = mi_futex_wait(&condition->sequence, current, wait->deadline_ns);
         if (outcome == MI_INTERRUPTED || outcome == MI_ERRNO)
             return outcome;
     }
@@ -168,9 +187,21 @@ void mi_condition_done(struct mi_condition *condition)
 void mi_condition_notify(struct mi_condition *condition, int count)
 {
     mi_fetch_add_relaxed_u64(&condition->head.operations, 1);
-    if (mi_load_acquire_u32(&condition->sleepers) == 0)
+    if (count <= 0)
         return;
-    /* acq_rel: a waiter that sees the new sequence sees what we wrote. */
-    mi_fetch_add_acq_rel_u32(&condition->sequence, 1);
-    mi_futex_wake(&condition->sequence, count);
+    for (;;) {
+        uint32_t sleepers = mi_load_acquire_u32(&condition->sleepers);
+        uint32_t pending = mi_load_acquire_u32(&condition->pending);
+        if (sleepers <= pending)
+            return; /* every sleeper already has a wake-up coming */
+        uint32_t grant = sleepers - pending;
+        if (grant > (uint32_t)count)
+            grant = (uint32_t)count;
+        /* acq_rel: the grant is visible before the sequence moves. */
+        if (!mi_cas_acq_rel_u32(&condition->pending, pending, pending + grant))
+            continue;
+        mi_fetch_add_acq_rel_u32(&condition->sequence, 1);
+        mi_futex_wake(&condition->sequence, (int)grant);
+        return;
+    }
 }

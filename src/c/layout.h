@@ -25,7 +25,7 @@
 #define MI_MAGIC UINT64_C(0x0A4350494D454D89)
 
 /* Bump when a field changes meaning without changing any offset or size. */
-#define MI_LAYOUT_REVISION 2u
+#define MI_LAYOUT_REVISION 3u
 
 #define MI_HEADER_BYTES 4096u          /* the header occupies the first page */
 #define MI_NAME_CAPACITY 256u          /* bytes for the (scope-qualified) name */
@@ -279,20 +279,27 @@ struct mi_event {
     uint8_t reserved[20];
 };
 
-/* Condition (64 bytes): a sequence number waiters sleep on.
+/* Condition (64 bytes).
+ *
+ * `sequence` is the futex word; notify(n) grants min(n, un-notified sleepers)
+ * wake-ups by adding them to `pending`, bumps `sequence` and wakes that many.
+ * A waiter consumes one pending wake-up only once `sequence` has moved since
+ * it began waiting, so later arrivals do not steal earlier notifications.
  *
  *  offset size field          who writes / notes
  *  ------ ---- -------------- ------------------------------------------------
  *       0   32 head           struct mi_sync_head
  *      32    4 sequence       (atomic) futex word; notify bumps it
  *      36    4 sleepers       (atomic) waiters between prepare and done
- *      40   24 reserved       zero
+ *      40    4 pending        (atomic) wake-ups granted, not yet consumed
+ *      44   20 reserved       zero
  */
 struct mi_condition {
     struct mi_sync_head head;
     uint32_t sequence;
     uint32_t sleepers;
-    uint8_t reserved[24];
+    uint32_t pending;
+    uint8_t reserved[20];
 };
 
 #define MI_RWLOCK_READER_SLOTS 120u
@@ -361,6 +368,7 @@ MI_ROW(mi_event, spin_estimate, 40);
 _Static_assert(sizeof(struct mi_event) == 64, "mi_event size");
 MI_ROW(mi_condition, sequence, 32);
 MI_ROW(mi_condition, sleepers, 36);
+MI_ROW(mi_condition, pending, 40);
 _Static_assert(sizeof(struct mi_condition) == 64, "mi_condition size");
 MI_ROW(mi_reader_slot, pid, 0);
 MI_ROW(mi_reader_slot, tid, 4);

@@ -1077,7 +1077,7 @@ static PyObject *offsets_table(void)
         || ROW(table, mi_semaphore, value) < 0 || ROW(table, mi_semaphore, maximum) < 0
         || ROW(table, mi_semaphore, sleepers) < 0 || ROW(table, mi_event, state) < 0
         || ROW(table, mi_event, registered) < 0 || ROW(table, mi_condition, sequence) < 0
-        || ROW(table, mi_condition, sleepers) < 0 || ROW(table, mi_rwlock, writer) < 0
+        || ROW(table, mi_condition, sleepers) < 0 || ROW(table, mi_condition, pending) < 0 || ROW(table, mi_rwlock, writer) < 0
         || ROW(table, mi_rwlock, gate) < 0 || ROW(table, mi_rwlock, reader_exits) < 0
         || ROW(table, mi_rwlock, abandoned) < 0 || ROW(table, mi_rwlock, readers) < 0
         || ROW(table, mi_reader_slot, pid) < 0 || ROW(table, mi_reader_slot, tid) < 0

@@ -22,11 +22,21 @@ static inline void mi_cpu_relax(void)
  * shared estimate (clamped: it is untrusted shared memory). */
 static inline int64_t mi_spin_budget(const struct mi_wait *wait, const uint32_t *estimate)
 {
-    if (wait->spin_ns >= 0)
-        return wait->spin_ns;
-    /* relaxed: a hint; any value is safe after clamping. */
-    int64_t budget = 2 * (int64_t)mi_load_relaxed_u32(estimate) + 4000;
-    return budget > MI_SPIN_DEFAULT_MAX_NS ? MI_SPIN_DEFAULT_MAX_NS : budget;
+    int64_t budget = wait->spin_ns;
+    if (budget < 0) {
+        /* relaxed: a hint; any value is safe after clamping. */
+        budget = 2 * (int64_t)mi_load_relaxed_u32(estimate) + 4000;
+        if (budget > MI_SPIN_DEFAULT_MAX_NS)
+            budget = MI_SPIN_DEFAULT_MAX_NS;
+    }
+    /* Never spin past this call's deadline (the caller's timeout, or the
+     * 50 ms slice after which Ctrl-C is checked). */
+    if (wait->deadline_ns >= 0) {
+        int64_t left = wait->deadline_ns - mi_monotonic_ns();
+        if (budget > left)
+            budget = left > 0 ? left : 0;
+    }
+    return budget;
 }
 
 /* Move the adaptive estimate a quarter of the way towards how long this

@@ -126,6 +126,7 @@ EVENT_REGISTERED = 36
 EVENT_SIZE = 64
 CONDITION_SEQUENCE = 32
 CONDITION_SLEEPERS = 36
+CONDITION_PENDING = 40
 CONDITION_SIZE = 64
 RWLOCK_WRITER = 32
 RWLOCK_GATE = 56
@@ -164,6 +165,7 @@ PY_OFFSETS.update(
         "mi_condition": (0, CONDITION_SIZE),
         "mi_condition.sequence": (CONDITION_SEQUENCE, 4),
         "mi_condition.sleepers": (CONDITION_SLEEPERS, 4),
+        "mi_condition.pending": (CONDITION_PENDING, 4),
         "mi_rwlock": (0, RWLOCK_SIZE),
         "mi_rwlock.writer": (RWLOCK_WRITER, 24),
         "mi_rwlock.gate": (RWLOCK_GATE, 4),

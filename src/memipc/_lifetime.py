@@ -10,9 +10,11 @@ Mechanism (docs/design/lifetime.md explains the races it closes):
   OFD locks when the holder's last descriptor closes, which includes being
   SIGKILLed, so a dead process never keeps a region alive, and pid reuse
   cannot fool it: nothing here trusts a pid.
-* A closing handle tries to **convert** its read lock to a write lock without
-  waiting.  That succeeds only if no other handle holds the byte, i.e. it is
-  the last user; it then unlinks the name while holding the write lock.
+* A closing handle drops its read lock, then tries to take a write lock
+  without waiting.  That succeeds only if no other handle holds the byte,
+  i.e. it was the last user; it then unlinks the name while holding the
+  write lock.  (Converting the read lock in place would let two handles that
+  close together each see the other and both leave the name behind.)
 * An opening handle takes its read lock *waiting* (so it queues behind a
   closer that is unlinking), then checks that the name still refers to the
   file it opened.  If a closer unlinked it in between, the opener retries.
@@ -76,6 +78,19 @@ def try_lock_exclusive(fd: int) -> bool:
 
 def unlock_attach_byte(fd: int) -> None:
     _platform.lock(fd, ATTACH_LOCK_BYTE, 1, LockType.UNLOCK, wait=False)
+
+
+def last_one_out(fd: int) -> bool:
+    """Leave, then take the attach byte exclusively if nobody else holds it.
+
+    Dropping our read lock *before* trying for the write lock matters: two
+    handles closing at once would otherwise each see the other's read lock,
+    both give up, and leave the name behind.  This way the last to drop
+    always succeeds (the others may too, one after another; the unlinker
+    checks the name still refers to its file).
+    """
+    unlock_attach_byte(fd)
+    return try_lock_exclusive(fd)
 
 
 def claim_slot(fd: int, header: memoryview | None) -> int | None:

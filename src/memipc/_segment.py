@@ -64,6 +64,25 @@ KIND_CLASSES = {
     "rpc": "Server/Client",
 }
 
+
+def open_hint(kind: str, name: str) -> str:
+    """How a user opens an existing object of ``kind`` (for error messages)."""
+    if kind == "region":
+        return f"Region.open({name!r})"
+    return f"memipc.{KIND_CLASSES[kind].split('/')[0]}({name!r}, create=False)"
+
+
+def create_hint(kind: str, name: str) -> str:
+    """How a user creates an object of ``kind`` (for error messages)."""
+    if kind == "region":
+        return f"Region.create({name!r}, size)"
+    return f"memipc.{KIND_CLASSES[kind].split('/')[0]}({name!r}, create=True)"
+
+
+def article(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
 #: Fills a new object's user area before it is published.
 Initializer = Callable[[memoryview], None]
 
@@ -251,8 +270,7 @@ class Segment:
                     continue
                 raise ExistsError(
                     f"cannot create {kind} {oname.qualified!r}: the name is already taken. "
-                    f"Open it with {KIND_CLASSES.get(kind, 'Region')}.open, use open_or_create, "
-                    "or choose another name"
+                    f"Open it with {open_hint(kind, oname.name)}, or choose another name"
                 ) from None
             segment = cls(
                 name=oname.name,
@@ -369,7 +387,7 @@ class Segment:
             except FileNotFoundError:
                 raise NotFoundError(
                     f"cannot open {kind} {oname.qualified!r} (scope={oname.scope}): no such name. Create it "
-                    f"with {KIND_CLASSES[kind]}.create({oname.name!r}, ...)"
+                    f"with {create_hint(kind, oname.name)}"
                     + (", or pass scope='global' if the creator did" if oname.scope == "user" else "")
                 ) from None
             except PermissionError as error:
@@ -413,8 +431,9 @@ class Segment:
         )
         if header.kind_name != self.kind:
             raise KindMismatchError(
-                f"cannot open {oname.qualified!r} as a {self.kind}: it holds a {header.kind_name}. "
-                f"Open it with memipc.{KIND_CLASSES[header.kind_name]}, or choose another name"
+                f"cannot open {oname.qualified!r} as {article(self.kind)}: "
+                f"it holds {article(header.kind_name)}. "
+                f"Open it with {open_hint(header.kind_name, oname.name)}, or choose another name"
             )
         if header.name != oname.name:
             raise CorruptRegionError(f"{where}: its header names it {header.name!r}")
@@ -499,7 +518,7 @@ class Segment:
                 segment.release(lifetime=True)
                 raise ValueError(
                     f"{kind} {oname.qualified!r} exists with size {found}, but {size_bytes} was asked for; "
-                    f"open it with {KIND_CLASSES[kind]}.open({oname.name!r}), or unlink it first"
+                    f"open it with {open_hint(kind, oname.name)}, or unlink it first"
                 )
             return segment
         raise ExistsError(f"cannot open or create {kind} {oname.qualified!r}: it kept changing; try again")
@@ -555,7 +574,7 @@ class Segment:
             and not self.unlinked
             and not self.persist
             and self.os_name is not None
-            and _lifetime.try_lock_exclusive(fd)
+            and _lifetime.last_one_out(fd)
             and _platform.still_named(self.os_name, fd)
         ):
             if _faults.armed:

@@ -39,6 +39,7 @@ from .._layout import (
 )
 from .._names import Scope, parse
 from .._region import Region
+from .._segment import article
 
 #: How long an opener waits for another process to finish initializing an object in place.
 INIT_WAIT_SECONDS = 1.0
@@ -97,7 +98,7 @@ def claim(buf: memoryview, offset: int, kind: str, size: int, initialize: Initia
         )
     if tag & 0xFFFF0000 == TAG_BASE and (tag & 0xFFFF) in KIND_NAMES:
         raise KindMismatchError(
-            f"cannot use the {where} as a {kind}: it holds a {KIND_NAMES[tag & 0xFFFF]}. "
+            f"cannot use the {where} as {article(kind)}: it holds {article(KIND_NAMES[tag & 0xFFFF])}. "
             "Give each object its own offset"
         )
     raise CorruptRegionError(

@@ -94,6 +94,7 @@ class Condition(SyncObject):
 
     def wait_for(self, predicate: Callable[[], _T], timeout: float | None = None) -> _T:
         """Wait until ``predicate()`` is true (checked with the mutex held); return its last value."""
+        self._require_mutex("wait on")
         deadline = None if timeout is None else time.monotonic() + timeout
         result = predicate()
         while not result:

@@ -87,6 +87,8 @@ class Semaphore(SyncObject):
         """Give back ``n`` counts; ValueError if that would pass ``maximum``."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, not {n!r}")
+        if n > _UNBOUNDED:
+            raise ValueError(f"release({n}) would raise the count above its maximum")
         self._handle.release(n)
 
     @property
