@@ -25,7 +25,7 @@
 #define MI_MAGIC UINT64_C(0x0A4350494D454D89)
 
 /* Bump when a field changes meaning without changing any offset or size. */
-#define MI_LAYOUT_REVISION 3u
+#define MI_LAYOUT_REVISION 5u
 
 #define MI_HEADER_BYTES 4096u          /* the header occupies the first page */
 #define MI_NAME_CAPACITY 256u          /* bytes for the (scope-qualified) name */
@@ -184,18 +184,27 @@ _Static_assert(sizeof(struct mi_region_header) == MI_HEADER_BYTES, "mi_region_he
 
 /* Robust owned word: the lock word plus who holds it.
  *
+ * An identity is one u64, MI_IDENTITY(pid, start_ticks): the pid in the high
+ * half, the low 32 bits of the process start time in the low half, read and
+ * written in one atomic access so a checker never pairs one process's pid
+ * with another's start time (an ABA that a separate start field allowed:
+ * found by the 4-process mutex test).
+ *
  *  offset size field              who writes / notes
  *  ------ ---- ------------------ --------------------------------------------
  *       0    4 word               (atomic) futex word: owner pid | MI_WAITERS_BIT
  *       4    4 owner_tid          owner; gettid() of the holding thread
- *       8    8 owner_start_ticks  owner; 0 while not yet recorded (treated as alive)
+ *       8    8 owner_identity     (atomic) owner; 0 while not yet recorded
  *      16    4 owner_pidns        owner; inode of /proc/self/ns/pid (truncated)
  *      20    4 sleepers           (atomic) waiters currently in futex_wait (stats)
  */
+#define MI_IDENTITY(pid, start_ticks) (((uint64_t)(pid) << 32) | ((uint64_t)(start_ticks) & 0xffffffffu))
+#define MI_IDENTITY_PID(identity) ((uint32_t)((identity) >> 32))
+
 struct mi_owned {
     uint32_t word;
     uint32_t owner_tid;
-    uint64_t owner_start_ticks;
+    uint64_t owner_identity;
     uint32_t owner_pidns;
     uint32_t sleepers;
 };
@@ -304,11 +313,12 @@ struct mi_condition {
 
 #define MI_RWLOCK_READER_SLOTS 120u
 
-/* One reader of an RWLock: present while its pid is non-zero. */
+/* One reader of an RWLock: present while `identity` (MI_IDENTITY) is non-zero;
+ * claimed with a CAS from 0, so the claim and the identity are one word. */
 struct mi_reader_slot {
-    uint32_t pid;
+    uint64_t identity;
     uint32_t tid;
-    uint64_t start_ticks;    /* 0 while not yet recorded */
+    uint32_t pidns;
 };
 
 /* RWLock (2048 bytes).
@@ -344,7 +354,7 @@ struct mi_rwlock {
 
 MI_ROW(mi_owned, word, 0);
 MI_ROW(mi_owned, owner_tid, 4);
-MI_ROW(mi_owned, owner_start_ticks, 8);
+MI_ROW(mi_owned, owner_identity, 8);
 MI_ROW(mi_owned, owner_pidns, 16);
 MI_ROW(mi_owned, sleepers, 20);
 _Static_assert(sizeof(struct mi_owned) == 24, "mi_owned size");
@@ -370,9 +380,9 @@ MI_ROW(mi_condition, sequence, 32);
 MI_ROW(mi_condition, sleepers, 36);
 MI_ROW(mi_condition, pending, 40);
 _Static_assert(sizeof(struct mi_condition) == 64, "mi_condition size");
-MI_ROW(mi_reader_slot, pid, 0);
-MI_ROW(mi_reader_slot, tid, 4);
-MI_ROW(mi_reader_slot, start_ticks, 8);
+MI_ROW(mi_reader_slot, identity, 0);
+MI_ROW(mi_reader_slot, tid, 8);
+MI_ROW(mi_reader_slot, pidns, 12);
 _Static_assert(sizeof(struct mi_reader_slot) == 16, "mi_reader_slot size");
 MI_ROW(mi_rwlock, writer, 32);
 MI_ROW(mi_rwlock, gate, 56);
@@ -382,6 +392,137 @@ MI_ROW(mi_rwlock, spin_estimate, 68);
 MI_ROW(mi_rwlock, readers, 128);
 _Static_assert(sizeof(struct mi_rwlock) == 2048, "mi_rwlock size");
 
+
+/* ---- message rings (Queue) ---------------------------------------------------
+ *
+ * A ring is a control block followed by `capacity` bytes of records.
+ * Positions are u64 byte counts that never wrap; the byte index of a position
+ * is `position & (capacity - 1)` (capacity is a power of two).  Records are
+ * 32-byte aligned and never straddle the end: a producer that would straddle
+ * first writes a PADDING record to the end.  Invariants, checked on every
+ * read because the control block is shared with untrusted processes:
+ *     release <= head <= tail <= release + capacity
+ *
+ *   release  oldest position whose record is not yet consumed; producers may
+ *            write up to release + capacity
+ *   head     next record for consumers to claim
+ *   tail     next free position for producers
+ *
+ * Record header (32 bytes), then `length` payload bytes, padded to 32:
+ *
+ *  offset size field          who writes / notes
+ *  ------ ---- -------------- ------------------------------------------------
+ *       0    4 state          (atomic) MI_RECORD_*: WRITING → COMMITTED →
+ *                             READING → CONSUMED, or PADDING (wrap filler,
+ *                             aborted loan, message of a dead producer)
+ *       4    4 length         producer; payload bytes (<= max_message)
+ *       8    8 position       producer; the record's own position (a stale or
+ *                             forged header fails this check)
+ *      16    4 pid            producer while WRITING, consumer while READING
+ *      20    4 pidns          same; see proc.c
+ *      24    8 start_ticks    same; liveness check that pid reuse cannot fool
+ */
+#define MI_RECORD_WRITING 1u
+#define MI_RECORD_COMMITTED 2u
+#define MI_RECORD_PADDING 3u
+#define MI_RECORD_READING 4u
+#define MI_RECORD_CONSUMED 5u
+#define MI_RECORD_HEADER 32u
+#define MI_RING_SPSC 1u
+
+struct mi_record {
+    uint32_t state;
+    uint32_t length;
+    uint64_t position;
+    uint32_t pid;
+    uint32_t pidns;
+    uint64_t start_ticks;
+};
+
+/* Ring control block (1024 bytes; the records follow at `data_offset`).
+ * Fields that different processes write sit on separate cache lines.
+ *
+ *  offset size field              who writes / notes
+ *  ------ ---- ------------------ ----------------------------------------------
+ *       0   32 head_block         struct mi_sync_head (tag MI_TAG(QUEUE), flags MI_RING_*)
+ *      32    8 capacity           creator; power of two
+ *      40    8 max_message        creator; <= capacity / 2 - MI_RECORD_HEADER
+ *      48    8 data_offset        creator; == 1024
+ *      64   24 producer_lock      struct mi_owned: serializes reservations (mpmc)
+ *     128    8 tail               (atomic) producers; see above
+ *     192   24 consumer_lock      struct mi_owned: serializes claims (mpmc)
+ *     256    8 head               (atomic) consumers
+ *     320    8 release            (atomic) consumers, or a producer recovering a dead reader
+ *     384    4 data_sequence      (atomic) futex word consumers sleep on; bumped per commit
+ *     388    4 consumers_asleep   (atomic) consumers in futex_wait
+ *     448    4 space_sequence     (atomic) futex word producers sleep on; bumped per release
+ *     452    4 producers_asleep   (atomic) producers in futex_wait
+ *     512    8 sent               (relaxed) messages committed        — stats
+ *     520    8 received           (relaxed) messages consumed         — stats
+ *     528    8 bytes_sent         (relaxed)                           — stats
+ *     536    8 bytes_received     (relaxed)                           — stats
+ *     544    8 waits              (relaxed) operations that slept     — stats
+ *     552    8 drops              (relaxed) messages lost to dead peers — stats
+ *     560  464 reserved           zero
+ */
+struct mi_ring {
+    struct mi_sync_head head_block;
+    uint64_t capacity;
+    uint64_t max_message;
+    uint64_t data_offset;
+    uint8_t pad0[8];
+    struct mi_owned producer_lock;
+    uint8_t pad1[40];
+    uint64_t tail;
+    uint8_t pad2[56];
+    struct mi_owned consumer_lock;
+    uint8_t pad3[40];
+    uint64_t head;
+    uint8_t pad4[56];
+    uint64_t release;
+    uint8_t pad5[56];
+    uint32_t data_sequence;
+    uint32_t consumers_asleep;
+    uint8_t pad6[56];
+    uint32_t space_sequence;
+    uint32_t producers_asleep;
+    uint8_t pad7[56];
+    uint64_t sent;
+    uint64_t received;
+    uint64_t bytes_sent;
+    uint64_t bytes_received;
+    uint64_t waits;
+    uint64_t drops;
+    uint8_t reserved[464];
+};
+
+MI_ROW(mi_record, state, 0);
+MI_ROW(mi_record, length, 4);
+MI_ROW(mi_record, position, 8);
+MI_ROW(mi_record, pid, 16);
+MI_ROW(mi_record, pidns, 20);
+MI_ROW(mi_record, start_ticks, 24);
+_Static_assert(sizeof(struct mi_record) == MI_RECORD_HEADER, "mi_record size");
+MI_ROW(mi_ring, capacity, 32);
+MI_ROW(mi_ring, max_message, 40);
+MI_ROW(mi_ring, data_offset, 48);
+MI_ROW(mi_ring, producer_lock, 64);
+MI_ROW(mi_ring, tail, 128);
+MI_ROW(mi_ring, consumer_lock, 192);
+MI_ROW(mi_ring, head, 256);
+MI_ROW(mi_ring, release, 320);
+MI_ROW(mi_ring, data_sequence, 384);
+MI_ROW(mi_ring, consumers_asleep, 388);
+MI_ROW(mi_ring, space_sequence, 448);
+MI_ROW(mi_ring, producers_asleep, 452);
+MI_ROW(mi_ring, sent, 512);
+MI_ROW(mi_ring, received, 520);
+MI_ROW(mi_ring, bytes_sent, 528);
+MI_ROW(mi_ring, bytes_received, 536);
+MI_ROW(mi_ring, waits, 544);
+MI_ROW(mi_ring, drops, 552);
+_Static_assert(sizeof(struct mi_ring) == 1024, "mi_ring size");
+
 /* Derived from the layout: any change of a size or offset above changes it. */
 #define MI_ABI_VERSION                                                                      \
     ((uint32_t)(((MI_LAYOUT_REVISION & 0xffu) << 24)                                        \
@@ -389,7 +530,8 @@ _Static_assert(sizeof(struct mi_rwlock) == 2048, "mi_rwlock size");
                     ^ (offsetof(struct mi_region_header, attach) << 2)                        \
                     ^ (offsetof(struct mi_region_header, path) << 7) ^ (MI_ATTACH_SLOTS << 17)  \
                     ^ (sizeof(struct mi_rwlock) << 3) ^ (sizeof(struct mi_owned) << 15)        \
-                    ^ (offsetof(struct mi_rwlock, readers) << 9))                              \
+                    ^ (offsetof(struct mi_rwlock, readers) << 9) ^ (sizeof(struct mi_ring) << 5)   \
+                    ^ (offsetof(struct mi_ring, release) << 11))                               \
                    & 0xffffffu)))
 
 #endif

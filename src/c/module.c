@@ -1069,7 +1069,7 @@ static PyObject *offsets_table(void)
         || ROW(table, mi_attach_slot, pid) < 0 || ROW(table, mi_attach_slot, start_ticks) < 0
         || ROW(table, mi_attach_slot, attached_realtime_ns) < 0
         || ROW(table, mi_owned, word) < 0 || ROW(table, mi_owned, owner_tid) < 0
-        || ROW(table, mi_owned, owner_start_ticks) < 0 || ROW(table, mi_owned, owner_pidns) < 0
+        || ROW(table, mi_owned, owner_identity) < 0 || ROW(table, mi_owned, owner_pidns) < 0
         || ROW(table, mi_owned, sleepers) < 0 || ROW(table, mi_sync_head, tag) < 0
         || ROW(table, mi_sync_head, flags) < 0 || ROW(table, mi_sync_head, operations) < 0
         || ROW(table, mi_sync_head, contentions) < 0 || ROW(table, mi_sync_head, owner_deaths) < 0
@@ -1080,8 +1080,8 @@ static PyObject *offsets_table(void)
         || ROW(table, mi_condition, sleepers) < 0 || ROW(table, mi_condition, pending) < 0 || ROW(table, mi_rwlock, writer) < 0
         || ROW(table, mi_rwlock, gate) < 0 || ROW(table, mi_rwlock, reader_exits) < 0
         || ROW(table, mi_rwlock, abandoned) < 0 || ROW(table, mi_rwlock, readers) < 0
-        || ROW(table, mi_reader_slot, pid) < 0 || ROW(table, mi_reader_slot, tid) < 0
-        || ROW(table, mi_reader_slot, start_ticks) < 0
+        || ROW(table, mi_reader_slot, identity) < 0 || ROW(table, mi_reader_slot, tid) < 0
+        || ROW(table, mi_reader_slot, pidns) < 0
         || add_row(table, "mi_mutex", 0, sizeof(struct mi_mutex)) < 0
         || add_row(table, "mi_semaphore", 0, sizeof(struct mi_semaphore)) < 0
         || add_row(table, "mi_event", 0, sizeof(struct mi_event)) < 0

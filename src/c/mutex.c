@@ -9,12 +9,13 @@
  * it cannot know whether others still sleep (the classic conservative rule).
  *
  * Owner death: a waiter's sleep is cut at the next liveness check; if the
- * owner recorded in `word` + owner_start_ticks + owner_pidns is gone, the
- * waiter CASes the word from the dead owner to itself and reports
+ * owner recorded in `owner_identity` (pid + start time in one word) is gone,
+ * the waiter CASes the lock word from the dead owner to itself and reports
  * owner_died.  Two waiters may both see the death; the CAS picks one.  The
- * owner record is cleared before the word is released, and written after it
- * is taken, so a checker may see start_ticks == 0 for a live owner (treated
- * as alive) but never a stale start time next to a new pid.
+ * identity is cleared before the word is released and written after it is
+ * taken; a checker uses it only if its pid is the pid in the word it CASes,
+ * so an ABA on the word (owner B leaves, C comes and goes, B returns) still
+ * pairs B's pid with B's own start time.
  *
  * Rejected: glibc's robust pthread mutexes (the kernel wakes a waiter the
  * instant the owner dies) — their layout is glibc's private business, they
@@ -41,7 +42,8 @@ static void record_owner(struct mi_owned *lock, const struct mi_self *me)
      * missing (0) start time; the lock word itself orders the data. */
     mi_store_relaxed_u32(&lock->owner_tid, me->tid);
     mi_store_relaxed_u32(&lock->owner_pidns, me->pidns);
-    mi_store_relaxed_u64(&lock->owner_start_ticks, me->start_ticks);
+    /* release: pairs with try_take_over's acquire; the identity is one word. */
+    mi_store_release_u64(&lock->owner_identity, MI_IDENTITY(me->pid, me->start_ticks));
 }
 
 int mi_owned_held_by_me(const struct mi_owned *lock)
@@ -66,9 +68,13 @@ int mi_owned_try_lock(struct mi_owned *lock, struct mi_sync_head *head)
 static int try_take_over(struct mi_owned *lock, uint32_t seen, const struct mi_self *me)
 {
     uint32_t owner = seen & MI_OWNER_MASK;
-    uint64_t start = mi_load_relaxed_u64(&lock->owner_start_ticks);
+    uint64_t identity = mi_load_acquire_u64(&lock->owner_identity);
     uint32_t pidns = mi_load_relaxed_u32(&lock->owner_pidns);
-    if (mi_process_alive(owner, start, pidns))
+    /* An identity of another pid is a record in transition: no verdict now.
+     * 0 means not yet recorded: judge by the pid alone. */
+    if (identity != 0 && MI_IDENTITY_PID(identity) != owner)
+        return 0;
+    if (mi_process_alive(owner, identity & 0xffffffffu, pidns))
         return 0;
     /* acq_rel: we now own whatever the dead owner left; keep the waiters bit. */
     return mi_cas_acq_rel_u32(&lock->word, seen, me->pid | (seen & MI_WAITERS_BIT));
@@ -144,7 +150,7 @@ int mi_owned_unlock(struct mi_owned *lock)
 {
     if (!mi_owned_held_by_me(lock))
         return MI_NOT_OWNER;
-    mi_store_relaxed_u64(&lock->owner_start_ticks, 0);
+    mi_store_relaxed_u64(&lock->owner_identity, 0);
     mi_store_relaxed_u32(&lock->owner_tid, 0);
     /* acq_rel exchange: the critical section's writes are visible to the next
      * owner (release), and we learn whether anyone asked to be woken. */

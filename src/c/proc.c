@@ -125,7 +125,7 @@ int mi_process_alive(uint32_t pid, uint64_t start_ticks, uint32_t pidns)
         return errno == ENOENT ? 0 : 1; /* gone between kill() and open(), or unreadable: assume alive */
     if (state == 'Z' || state == 'X')
         return 0;
-    if (start_ticks != 0 && ticks != start_ticks)
-        return 0; /* the pid was recycled */
+    if (start_ticks != 0 && (ticks & 0xffffffffu) != (start_ticks & 0xffffffffu))
+        return 0; /* the pid was recycled (identities keep the low 32 bits) */
     return 1;
 }

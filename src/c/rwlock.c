@@ -30,12 +30,12 @@ static int claim_slot(struct mi_rwlock *rwlock, const struct mi_self *me)
     for (uint32_t probe = 0; probe < MI_RWLOCK_READER_SLOTS; probe++) {
         uint32_t index = (start + probe) % MI_RWLOCK_READER_SLOTS;
         struct mi_reader_slot *slot = &rwlock->readers[index];
-        if (mi_load_relaxed_u32(&slot->pid) != 0)
+        if (mi_load_relaxed_u64(&slot->identity) != 0)
             continue;
         /* acq_rel: claims the slot; the writer's scan (acquire) sees it. */
-        if (mi_cas_acq_rel_u32(&slot->pid, 0, me->pid)) {
+        if (mi_cas_acq_rel_u64(&slot->identity, 0, MI_IDENTITY(me->pid, me->start_ticks))) {
             mi_store_relaxed_u32(&slot->tid, me->tid);
-            mi_store_relaxed_u64(&slot->start_ticks, me->start_ticks);
+            mi_store_relaxed_u32(&slot->pidns, me->pidns);
             return (int)index;
         }
     }
@@ -45,10 +45,9 @@ static int claim_slot(struct mi_rwlock *rwlock, const struct mi_self *me)
 static void free_slot(struct mi_rwlock *rwlock, int index)
 {
     struct mi_reader_slot *slot = &rwlock->readers[index];
-    mi_store_relaxed_u64(&slot->start_ticks, 0);
     mi_store_relaxed_u32(&slot->tid, 0);
     /* release: the reader's reads happen before the writer sees the slot free. */
-    mi_store_release_u32(&slot->pid, 0);
+    mi_store_release_u64(&slot->identity, 0);
     if (mi_load_acquire_u32(&rwlock->gate) != 0) {
         mi_fetch_add_acq_rel_u32(&rwlock->reader_exits, 1);
         mi_futex_wake(&rwlock->reader_exits, 1);
@@ -62,8 +61,10 @@ static int recover_dead_writer(struct mi_rwlock *rwlock, const struct mi_self *m
     uint32_t owner = seen & MI_OWNER_MASK;
     if (owner == 0)
         return 0;
-    if (mi_process_alive(owner, mi_load_relaxed_u64(&rwlock->writer.owner_start_ticks),
-                         mi_load_relaxed_u32(&rwlock->writer.owner_pidns)))
+    uint64_t identity = mi_load_acquire_u64(&rwlock->writer.owner_identity);
+    if (identity != 0 && MI_IDENTITY_PID(identity) != owner)
+        return 0; /* a record in transition: no verdict now (see mutex.c) */
+    if (mi_process_alive(owner, identity & 0xffffffffu, mi_load_relaxed_u32(&rwlock->writer.owner_pidns)))
         return 0;
     if (!mi_cas_acq_rel_u32(&rwlock->writer.word, seen, me->pid | (seen & MI_WAITERS_BIT)))
         return 0;
@@ -136,7 +137,8 @@ int mi_rwlock_release_read(struct mi_rwlock *rwlock, int slot_index)
         return MI_NOT_OWNER;
     const struct mi_self *me = mi_self_get();
     struct mi_reader_slot *slot = &rwlock->readers[slot_index];
-    if (mi_load_acquire_u32(&slot->pid) != me->pid || mi_load_relaxed_u32(&slot->tid) != me->tid)
+    if (mi_load_acquire_u64(&slot->identity) != MI_IDENTITY(me->pid, me->start_ticks)
+        || mi_load_relaxed_u32(&slot->tid) != me->tid)
         return MI_NOT_OWNER;
     free_slot(rwlock, slot_index);
     return MI_OK;
@@ -148,11 +150,14 @@ static int readers_gone(struct mi_rwlock *rwlock, int check)
     int gone = 1;
     for (uint32_t index = 0; index < MI_RWLOCK_READER_SLOTS; index++) {
         struct mi_reader_slot *slot = &rwlock->readers[index];
-        uint32_t pid = mi_load_acquire_u32(&slot->pid);
-        if (pid == 0)
+        uint64_t identity = mi_load_acquire_u64(&slot->identity);
+        if (identity == 0)
             continue;
-        if (check && !mi_process_alive(pid, mi_load_relaxed_u64(&slot->start_ticks), 0)) {
-            if (mi_cas_acq_rel_u32(&slot->pid, pid, 0)) {
+        /* The identity is the claim word itself, so the CAS below clears
+         * exactly the reader that was found dead, never a newcomer. */
+        if (check && !mi_process_alive(MI_IDENTITY_PID(identity), identity & 0xffffffffu,
+                                       mi_load_relaxed_u32(&slot->pidns))) {
+            if (mi_cas_acq_rel_u64(&slot->identity, identity, 0)) {
                 mi_fetch_add_relaxed_u64(&rwlock->head.owner_deaths, 1);
                 continue;
             }

@@ -55,7 +55,8 @@ struct mi_wait {
 const struct mi_self *mi_self_get(void);
 
 /* 1 if the process (pid, start_ticks, pidns) may still be running, 0 if it is
- * certainly gone (no such pid, a zombie, or a recycled pid). */
+ * certainly gone (no such pid, a zombie, or a recycled pid).  Only the low 32
+ * bits of start_ticks are compared (see MI_IDENTITY); 0 means "unknown". */
 int mi_process_alive(uint32_t pid, uint64_t start_ticks, uint32_t pidns);
 
 /* Tag handling: claim-and-initialize, or check. */

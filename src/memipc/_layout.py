@@ -112,7 +112,7 @@ SYNC_CONTENTIONS = 16
 SYNC_OWNER_DEATHS = 24
 OWNED_WORD = 0
 OWNED_TID = 4
-OWNED_START_TICKS = 8
+OWNED_IDENTITY = 8
 OWNED_PIDNS = 16
 OWNED_SLEEPERS = 20
 MUTEX_LOCK = 32
@@ -138,6 +138,13 @@ READER_SLOT_SIZE = 16
 OWNER_MASK = 0x3FFFFFFF
 WAITERS_BIT = 0x80000000
 TAG_INITIALIZING = _core.TAG_INITIALIZING
+
+
+def identity(pid: int, start_ticks: int) -> int:
+    """An owner identity as layout.h's MI_IDENTITY packs it: pid and low 32 bits of the start time."""
+    return (pid << 32) | (start_ticks & 0xFFFFFFFF)
+
+
 TAG_BASE = _core.TAG_BASE
 
 PY_OFFSETS.update(
@@ -149,7 +156,7 @@ PY_OFFSETS.update(
         "mi_sync_head.owner_deaths": (SYNC_OWNER_DEATHS, 8),
         "mi_owned.word": (OWNED_WORD, 4),
         "mi_owned.owner_tid": (OWNED_TID, 4),
-        "mi_owned.owner_start_ticks": (OWNED_START_TICKS, 8),
+        "mi_owned.owner_identity": (OWNED_IDENTITY, 8),
         "mi_owned.owner_pidns": (OWNED_PIDNS, 4),
         "mi_owned.sleepers": (OWNED_SLEEPERS, 4),
         "mi_mutex": (0, MUTEX_SIZE),
@@ -172,9 +179,9 @@ PY_OFFSETS.update(
         "mi_rwlock.reader_exits": (RWLOCK_READER_EXITS, 4),
         "mi_rwlock.abandoned": (RWLOCK_ABANDONED, 4),
         "mi_rwlock.readers": (RWLOCK_READERS, _core.RWLOCK_READER_SLOTS * READER_SLOT_SIZE),
-        "mi_reader_slot.pid": (0, 4),
-        "mi_reader_slot.tid": (4, 4),
-        "mi_reader_slot.start_ticks": (8, 8),
+        "mi_reader_slot.identity": (0, 8),
+        "mi_reader_slot.tid": (8, 4),
+        "mi_reader_slot.pidns": (12, 4),
     }
 )
 

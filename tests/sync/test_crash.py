@@ -31,7 +31,15 @@ from typing import Any
 import pytest
 
 from memipc import Condition, Event, Mutex, Region, RWLock, Semaphore
-from memipc._layout import MUTEX_LOCK, OWNED_PIDNS, OWNED_START_TICKS, OWNED_TID, OWNED_WORD, OWNER_MASK
+from memipc._layout import (
+    MUTEX_LOCK,
+    OWNED_IDENTITY,
+    OWNED_PIDNS,
+    OWNED_TID,
+    OWNED_WORD,
+    OWNER_MASK,
+    identity,
+)
 from tests._support import procs
 from tests.sync import crash_children
 
@@ -461,12 +469,15 @@ def live_process() -> Iterator[tuple[int, int]]:
 
 
 def forge_owner(region: Region, offset: int, pid: int, ticks: int) -> None:
-    """Write a plausible owner record into the mutex at ``offset``: held by ``pid`` started at ``ticks``."""
+    """Write a plausible owner record into the mutex at ``offset``: held by ``pid`` started at ``ticks``.
+
+    The identity word packs the pid with the low 32 bits of the start time (layout.h MI_IDENTITY).
+    """
     base = offset + MUTEX_LOCK
     pidns = os.stat("/proc/self/ns/pid").st_ino & 0xFFFFFFFF
     struct.pack_into("<I", region.buf, base + OWNED_WORD, pid)
     struct.pack_into("<I", region.buf, base + OWNED_TID, pid)
-    struct.pack_into("<Q", region.buf, base + OWNED_START_TICKS, ticks)
+    struct.pack_into("<Q", region.buf, base + OWNED_IDENTITY, identity(pid, ticks))
     struct.pack_into("<I", region.buf, base + OWNED_PIDNS, pidns)
 
 

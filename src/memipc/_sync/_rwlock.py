@@ -140,7 +140,7 @@ class RWLock(SyncObject):
         readers = sum(
             1
             for index in range(_core.RWLOCK_READER_SLOTS)
-            if _core.load_u32(buf, base + RWLOCK_READERS + index * READER_SLOT_SIZE)
+            if _core.load_u64(buf, base + RWLOCK_READERS + index * READER_SLOT_SIZE)
         )
         writer = _core.load_u32(buf, base + RWLOCK_WRITER + OWNED_WORD) & OWNER_MASK
         sleepers = _core.load_u32(buf, base + RWLOCK_WRITER + OWNED_SLEEPERS)
