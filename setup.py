@@ -23,11 +23,11 @@ setup(
             "memipc._core",
             sources=[
                 "src/c/module.c", "src/c/futex.c", "src/c/ofd.c", "src/c/proc.c", "src/c/mutex.c",
-                "src/c/semaphore.c", "src/c/event.c", "src/c/rwlock.c",
+                "src/c/semaphore.c", "src/c/event.c", "src/c/rwlock.c", "src/c/ring.c",
             ],
             depends=[
                 "src/c/atomic.h", "src/c/futex.h", "src/c/layout.h", "src/c/ofd.h", "src/c/result.h",
-                "src/c/spin.h", "src/c/sync.h",
+                "src/c/spin.h", "src/c/sync.h", "src/c/ring.h",
             ],
             include_dirs=["src/c"],
             extra_compile_args=compile_args,

@@ -50,6 +50,11 @@ static inline uint32_t mi_fetch_add_acq_rel_u32(uint32_t *p, uint32_t v) { retur
 static inline uint64_t mi_fetch_add_acq_rel_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
 static inline uint64_t mi_fetch_add_relaxed_u64(uint64_t *p, uint64_t v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 
+/* seq_cst fence: orders an earlier store before a later load of *another*
+ * word (the Dekker pattern of "publish, then check for sleepers" against
+ * "announce sleep, then re-check"), which acquire/release alone does not. */
+static inline void mi_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
 static inline uint32_t mi_exchange_acq_rel_u32(uint32_t *p, uint32_t v) { return __atomic_exchange_n(p, v, __ATOMIC_ACQ_REL); }
 
 #endif

@@ -455,15 +455,18 @@ struct mi_record {
  *     320    8 release            (atomic) consumers, or a producer recovering a dead reader
  *     384    4 data_sequence      (atomic) futex word consumers sleep on; bumped per commit
  *     388    4 consumers_asleep   (atomic) consumers in futex_wait
+ *     392    4 consumer_spin      (relaxed) adaptive spin estimate for receivers, clamped on read
  *     448    4 space_sequence     (atomic) futex word producers sleep on; bumped per release
  *     452    4 producers_asleep   (atomic) producers in futex_wait
+ *     456    4 producer_spin      (relaxed) adaptive spin estimate for senders
  *     512    8 sent               (relaxed) messages committed        — stats
  *     520    8 received           (relaxed) messages consumed         — stats
  *     528    8 bytes_sent         (relaxed)                           — stats
  *     536    8 bytes_received     (relaxed)                           — stats
  *     544    8 waits              (relaxed) operations that slept     — stats
- *     552    8 drops              (relaxed) messages lost to dead peers — stats
- *     560  464 reserved           zero
+ *     552    8 drops              (relaxed) records lost to dead peers  — stats
+ *     560    8 lost_reads         (relaxed) sent messages whose reader died before releasing
+ *     568  456 reserved           zero
  */
 struct mi_ring {
     struct mi_sync_head head_block;
@@ -483,17 +486,20 @@ struct mi_ring {
     uint8_t pad5[56];
     uint32_t data_sequence;
     uint32_t consumers_asleep;
-    uint8_t pad6[56];
+    uint32_t consumer_spin;
+    uint8_t pad6[52];
     uint32_t space_sequence;
     uint32_t producers_asleep;
-    uint8_t pad7[56];
+    uint32_t producer_spin;
+    uint8_t pad7[52];
     uint64_t sent;
     uint64_t received;
     uint64_t bytes_sent;
     uint64_t bytes_received;
     uint64_t waits;
     uint64_t drops;
-    uint8_t reserved[464];
+    uint64_t lost_reads;
+    uint8_t reserved[456];
 };
 
 MI_ROW(mi_record, state, 0);
@@ -515,12 +521,15 @@ MI_ROW(mi_ring, data_sequence, 384);
 MI_ROW(mi_ring, consumers_asleep, 388);
 MI_ROW(mi_ring, space_sequence, 448);
 MI_ROW(mi_ring, producers_asleep, 452);
+MI_ROW(mi_ring, consumer_spin, 392);
+MI_ROW(mi_ring, producer_spin, 456);
 MI_ROW(mi_ring, sent, 512);
 MI_ROW(mi_ring, received, 520);
 MI_ROW(mi_ring, bytes_sent, 528);
 MI_ROW(mi_ring, bytes_received, 536);
 MI_ROW(mi_ring, waits, 544);
 MI_ROW(mi_ring, drops, 552);
+MI_ROW(mi_ring, lost_reads, 560);
 _Static_assert(sizeof(struct mi_ring) == 1024, "mi_ring size");
 
 /* Derived from the layout: any change of a size or offset above changes it. */

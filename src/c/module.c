@@ -25,6 +25,7 @@
 #include "layout.h"
 #include "ofd.h"
 #include "result.h"
+#include "ring.h"
 #include "sync.h"
 
 #define SLICE_NS INT64_C(50000000) /* 50 ms: half the Ctrl-C budget of SPEC §4 */
@@ -942,6 +943,453 @@ static PyTypeObject SyncHandleType = {
     .tp_new = sync_new,
 };
 
+
+/* ---- Ring: a handle on one Queue ring ------------------------------------
+ *
+ * Like Sync, it holds a buffer export for its life.  The ring's parameters
+ * are validated once at construction (mi_ring_validate) and kept here; the
+ * shared copies are never trusted again.
+ */
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    struct mi_ring_view ring;
+    Py_ssize_t base; /* offset of the control block in the buffer */
+    int open;
+} RingHandle;
+
+#define BIG_COPY 262144 /* copies at least this large release the GIL */
+
+static PyObject *ring_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"buffer", "offset", NULL};
+    PyObject *buffer;
+    Py_ssize_t offset;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "On:Ring", keywords, &buffer, &offset))
+        return NULL;
+    RingHandle *self = (RingHandle *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (PyObject_GetBuffer(buffer, &self->view, PyBUF_WRITABLE) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->open = 1;
+    struct mi_ring *ring = sync_address(&self->view, offset, sizeof(struct mi_ring), MI_KIND_QUEUE, "Queue");
+    if (ring == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    if (mi_ring_validate(ring, (uint64_t)(self->view.len - offset), &self->ring) != MI_OK) {
+        raise_for_result(MI_CORRUPT, "Queue: ring parameters");
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->base = offset;
+    return (PyObject *)self;
+}
+
+static void ring_dealloc(RingHandle *self)
+{
+    if (self->open) {
+        self->open = 0;
+        PyBuffer_Release(&self->view);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static const struct mi_ring_view *ring_live(RingHandle *self, const char *what)
+{
+    if (!self->open) {
+        PyObject *module = PyImport_ImportModule("memipc._errors");
+        PyObject *closed = module == NULL ? NULL : PyObject_GetAttrString(module, "ClosedError");
+        Py_XDECREF(module);
+        if (closed != NULL) {
+            PyErr_Format(closed, "%s: this queue handle is closed; open the queue again", what);
+            Py_DECREF(closed);
+        }
+        return NULL;
+    }
+    if (mi_sync_check_tag(&self->ring.ring->head_block, MI_KIND_QUEUE) != MI_OK) {
+        raise_for_result(MI_CORRUPT, what);
+        return NULL;
+    }
+    return &self->ring;
+}
+
+static PyObject *raise_for_ring(int result, const char *what)
+{
+    if (result == MI_TOO_LARGE) {
+        PyObject *module = PyImport_ImportModule("memipc._errors");
+        PyObject *type = module == NULL ? NULL : PyObject_GetAttrString(module, "MessageTooLargeError");
+        Py_XDECREF(module);
+        if (type != NULL) {
+            PyErr_Format(type, "%s: the message is larger than the queue's max_message", what);
+            Py_DECREF(type);
+        }
+        return NULL;
+    }
+    return raise_for_sync(result, what);
+}
+
+struct reserve_args {
+    const struct mi_ring_view *view;
+    uint64_t length;
+    uint64_t position;
+};
+
+static int op_reserve(void *object, struct mi_wait *wait, int *out)
+{
+    struct reserve_args *args = object;
+    int result = mi_ring_reserve(args->view, args->length, wait, &args->position);
+    *out = 0;
+    return result == MI_FULL ? MI_TIMEOUT : result;
+}
+
+struct claim_args {
+    const struct mi_ring_view *view;
+    uint64_t position;
+    uint32_t length;
+};
+
+static int op_claim(void *object, struct mi_wait *wait, int *out)
+{
+    struct claim_args *args = object;
+    int result = mi_ring_claim(args->view, wait, &args->position, &args->length);
+    *out = 0;
+    return result == MI_EMPTY ? MI_TIMEOUT : result;
+}
+
+/* Reserve with the caller's timeout: MI_OK, MI_TIMEOUT (Full), -1 (exception). */
+static int reserve_blocking(const struct mi_ring_view *view, uint64_t length, PyObject *timeout, int64_t spin_ns,
+                            uint64_t *position)
+{
+    if (length > view->max_message) {
+        raise_for_ring(MI_TOO_LARGE, "Queue.send");
+        return -1;
+    }
+    struct reserve_args args = {view, length, 0};
+    struct mi_wait wait;
+    int unused;
+    int outcome = run_blocking(op_reserve, &args, timeout, spin_ns, &unused, &wait, "Queue.send");
+    *position = args.position;
+    return outcome;
+}
+
+static int claim_blocking(const struct mi_ring_view *view, PyObject *timeout, int64_t spin_ns, uint64_t *position,
+                          uint32_t *length)
+{
+    struct claim_args args = {view, 0, 0};
+    struct mi_wait wait;
+    int unused;
+    int outcome = run_blocking(op_claim, &args, timeout, spin_ns, &unused, &wait, "Queue.recv");
+    *position = args.position;
+    *length = args.length;
+    return outcome;
+}
+
+static void copy_maybe_without_gil(char *target, const char *source, size_t length)
+{
+    if (length >= BIG_COPY) {
+        Py_BEGIN_ALLOW_THREADS
+        memcpy(target, source, length);
+        Py_END_ALLOW_THREADS
+    } else {
+        memcpy(target, source, length);
+    }
+}
+
+/* send(data, timeout=None, spin=None) -> bool (False: Full at the timeout) */
+static PyObject *ring_send(RingHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("send", nargs, 1, 3) < 0)
+        return NULL;
+    const struct mi_ring_view *view = ring_live(self, "Queue.send");
+    int64_t spin_ns;
+    if (view == NULL || parse_spin(nargs > 2 ? args[2] : Py_None, &spin_ns) < 0)
+        return NULL;
+    Py_buffer data;
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *result = NULL;
+    uint64_t position;
+    int outcome = reserve_blocking(view, (uint64_t)data.len, nargs > 1 ? args[1] : Py_None, spin_ns, &position);
+    if (outcome == MI_OK) {
+        copy_maybe_without_gil(mi_ring_payload(view, position), data.buf, (size_t)data.len);
+        int committed = mi_ring_commit(view, position);
+        result = committed == MI_OK ? Py_NewRef(Py_True) : raise_for_ring(committed, "Queue.send");
+    } else if (outcome == MI_TIMEOUT) {
+        result = Py_NewRef(Py_False);
+    }
+    PyBuffer_Release(&data);
+    return result;
+}
+
+/* send_many(items, timeout=None) -> number sent (stops at the first Full) */
+static PyObject *ring_send_many(RingHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("send_many", nargs, 1, 2) < 0)
+        return NULL;
+    const struct mi_ring_view *view = ring_live(self, "Queue.send_many");
+    if (view == NULL)
+        return NULL;
+    PyObject *items = PySequence_Fast(args[0], "send_many needs a sequence of bytes-like objects");
+    if (items == NULL)
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(items), sent = 0;
+    PyObject *timeout = nargs > 1 ? args[1] : Py_None;
+    for (; sent < count; sent++) {
+        Py_buffer data;
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(items, sent), &data, PyBUF_SIMPLE) < 0)
+            break;
+        uint64_t position;
+        /* The first message may wait; once one went out, never block the batch. */
+        struct mi_wait wait = {.deadline_ns = 0, .spin_ns = 0, .next_check_ns = INT64_MAX};
+        int outcome = (uint64_t)data.len > view->max_message ? MI_TOO_LARGE
+                                                              : mi_ring_reserve(view, (uint64_t)data.len, &wait, &position);
+        if (outcome == MI_FULL && sent == 0) {
+            outcome = reserve_blocking(view, (uint64_t)data.len, timeout, MI_SPIN_ADAPTIVE, &position);
+            if (outcome == MI_TIMEOUT)
+                outcome = MI_FULL;
+            else if (outcome < 0) {
+                PyBuffer_Release(&data);
+                break;
+            }
+        }
+        if (outcome == MI_OK) {
+            copy_maybe_without_gil(mi_ring_payload(view, position), data.buf, (size_t)data.len);
+            outcome = mi_ring_commit(view, position);
+        }
+        PyBuffer_Release(&data);
+        if (outcome == MI_FULL)
+            break;
+        if (outcome != MI_OK) {
+            raise_for_ring(outcome, "Queue.send_many");
+            break;
+        }
+    }
+    Py_DECREF(items);
+    if (PyErr_Occurred())
+        return NULL;
+    return PyLong_FromSsize_t(sent);
+}
+
+/* Copy a claimed record out and release it; NULL on error. */
+static PyObject *take_bytes(const struct mi_ring_view *view, uint64_t position, uint32_t length)
+{
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, length);
+    if (bytes != NULL)
+        copy_maybe_without_gil(PyBytes_AS_STRING(bytes), mi_ring_payload(view, position), length);
+    int released = mi_ring_release(view, position);
+    if (released != MI_OK) {
+        Py_XDECREF(bytes);
+        return raise_for_ring(released, "Queue.recv");
+    }
+    return bytes;
+}
+
+/* recv(timeout=None, spin=None) -> bytes, or None when Empty at the timeout */
+static PyObject *ring_recv(RingHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("recv", nargs, 0, 2) < 0)
+        return NULL;
+    const struct mi_ring_view *view = ring_live(self, "Queue.recv");
+    int64_t spin_ns;
+    if (view == NULL || parse_spin(nargs > 1 ? args[1] : Py_None, &spin_ns) < 0)
+        return NULL;
+    uint64_t position;
+    uint32_t length;
+    int outcome = claim_blocking(view, nargs > 0 ? args[0] : Py_None, spin_ns, &position, &length);
+    if (outcome == MI_TIMEOUT)
+        Py_RETURN_NONE;
+    if (outcome != MI_OK)
+        return NULL;
+    return take_bytes(view, position, length);
+}
+
+/* recv_many(max_n, timeout=None) -> list of bytes (waits only for the first) */
+static PyObject *ring_recv_many(RingHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("recv_many", nargs, 1, 2) < 0)
+        return NULL;
+    const struct mi_ring_view *view = ring_live(self, "Queue.recv_many");
+    if (view == NULL)
+        return NULL;
+    Py_ssize_t most = PyLong_AsSsize_t(args[0]);
+    if (most == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    for (Py_ssize_t taken = 0; taken < most; taken++) {
+        uint64_t position;
+        uint32_t length;
+        int outcome;
+        if (taken == 0) {
+            outcome = claim_blocking(view, nargs > 1 ? args[1] : Py_None, MI_SPIN_ADAPTIVE, &position, &length);
+            if (outcome < 0) {
+                Py_DECREF(list);
+                return NULL;
+            }
+        } else {
+            struct mi_wait wait = {.deadline_ns = 0, .spin_ns = 0, .next_check_ns = INT64_MAX};
+            outcome = mi_ring_claim(view, &wait, &position, &length);
+            if (outcome == MI_EMPTY)
+                outcome = MI_TIMEOUT;
+            else if (outcome != MI_OK) {
+                Py_DECREF(list);
+                return raise_for_ring(outcome, "Queue.recv_many");
+            }
+        }
+        if (outcome == MI_TIMEOUT)
+            break;
+        PyObject *bytes = take_bytes(view, position, length);
+        if (bytes == NULL || PyList_Append(list, bytes) < 0) {
+            Py_XDECREF(bytes);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(bytes);
+    }
+    return list;
+}
+
+/* reserve(n, timeout=None, spin=None) -> payload offset in the buffer, or -1 (Full).
+ * The record's position is recovered from the offset by commit/abort. */
+static PyObject *ring_reserve(RingHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("reserve", nargs, 1, 3) < 0)
+        return NULL;
+    const struct mi_ring_view *view = ring_live(self, "Queue.loan");
+    int64_t spin_ns;
+    if (view == NULL || parse_spin(nargs > 2 ? args[2] : Py_None, &spin_ns) < 0)
+        return NULL;
+    Py_ssize_t length = PyLong_AsSsize_t(args[0]);
+    if (length == -1 && PyErr_Occurred())
+        return NULL;
+    if (length < 0) {
+        PyErr_SetString(PyExc_ValueError, "loan size must not be negative");
+        return NULL;
+    }
+    uint64_t position;
+    int outcome = reserve_blocking(view, (uint64_t)length, nargs > 1 ? args[1] : Py_None, spin_ns, &position);
+    if (outcome == MI_TIMEOUT)
+        return PyLong_FromLong(-1);
+    if (outcome != MI_OK)
+        return NULL;
+    return Py_BuildValue("(KK)", (unsigned long long)position,
+                         (unsigned long long)(mi_ring_payload(view, position) - (char *)self->view.buf));
+}
+
+static PyObject *ring_finish(RingHandle *self, PyObject *position_object, int commit)
+{
+    const struct mi_ring_view *view = ring_live(self, commit ? "Queue.loan commit" : "Queue.loan abort");
+    uint64_t position;
+    if (view == NULL || as_u64(position_object, &position) < 0)
+        return NULL;
+    int outcome = commit ? mi_ring_commit(view, position) : mi_ring_abort(view, position);
+    return outcome == MI_OK ? Py_NewRef(Py_None) : raise_for_ring(outcome, "Queue.loan");
+}
+
+static PyObject *ring_commit(RingHandle *self, PyObject *position)
+{
+    return ring_finish(self, position, 1);
+}
+
+static PyObject *ring_abort(RingHandle *self, PyObject *position)
+{
+    return ring_finish(self, position, 0);
+}
+
+/* claim(timeout=None, spin=None) -> (position, payload offset, length), or None (Empty) */
+static PyObject *ring_claim(RingHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("claim", nargs, 0, 2) < 0)
+        return NULL;
+    const struct mi_ring_view *view = ring_live(self, "Queue.recv_view");
+    int64_t spin_ns;
+    if (view == NULL || parse_spin(nargs > 1 ? args[1] : Py_None, &spin_ns) < 0)
+        return NULL;
+    uint64_t position;
+    uint32_t length;
+    int outcome = claim_blocking(view, nargs > 0 ? args[0] : Py_None, spin_ns, &position, &length);
+    if (outcome == MI_TIMEOUT)
+        Py_RETURN_NONE;
+    if (outcome != MI_OK)
+        return NULL;
+    return Py_BuildValue("(KKI)", (unsigned long long)position,
+                         (unsigned long long)(mi_ring_payload(view, position) - (char *)self->view.buf), length);
+}
+
+static PyObject *ring_release(RingHandle *self, PyObject *position_object)
+{
+    const struct mi_ring_view *view = ring_live(self, "Queue.recv_view release");
+    uint64_t position;
+    if (view == NULL || as_u64(position_object, &position) < 0)
+        return NULL;
+    int outcome = mi_ring_release(view, position);
+    return outcome == MI_OK ? Py_NewRef(Py_None) : raise_for_ring(outcome, "Queue.recv_view");
+}
+
+static PyObject *ring_depth(RingHandle *self, PyObject *unused)
+{
+    (void)unused;
+    const struct mi_ring_view *view = ring_live(self, "len(Queue)");
+    return view == NULL ? NULL : PyLong_FromUnsignedLongLong(mi_ring_depth(view));
+}
+
+static PyObject *ring_parameters(RingHandle *self, PyObject *unused)
+{
+    (void)unused;
+    const struct mi_ring_view *view = ring_live(self, "Queue");
+    if (view == NULL)
+        return NULL;
+    return Py_BuildValue("(KKi)", (unsigned long long)view->capacity, (unsigned long long)view->max_message,
+                         view->spsc);
+}
+
+static PyObject *ring_close(RingHandle *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->open) {
+        self->open = 0;
+        PyBuffer_Release(&self->view);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef ring_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))ring_send, METH_FASTCALL,
+     "send(data, timeout=None, spin=None) -> bool: False if still Full at the timeout."},
+    {"send_many", (PyCFunction)(void (*)(void))ring_send_many, METH_FASTCALL,
+     "send_many(items, timeout=None) -> how many were sent (waits only for the first)."},
+    {"recv", (PyCFunction)(void (*)(void))ring_recv, METH_FASTCALL,
+     "recv(timeout=None, spin=None) -> bytes, or None if still Empty at the timeout."},
+    {"recv_many", (PyCFunction)(void (*)(void))ring_recv_many, METH_FASTCALL,
+     "recv_many(max_n, timeout=None) -> list of bytes (waits only for the first)."},
+    {"reserve", (PyCFunction)(void (*)(void))ring_reserve, METH_FASTCALL,
+     "reserve(n, timeout=None, spin=None) -> (position, payload offset) or -1 (Full)."},
+    {"commit", (PyCFunction)ring_commit, METH_O, "commit(position): publish a reserved record."},
+    {"abort", (PyCFunction)ring_abort, METH_O, "abort(position): discard a reserved record."},
+    {"claim", (PyCFunction)(void (*)(void))ring_claim, METH_FASTCALL,
+     "claim(timeout=None, spin=None) -> (position, payload offset, length) or None (Empty)."},
+    {"release", (PyCFunction)ring_release, METH_O, "release(position): free a claimed record."},
+    {"depth", (PyCFunction)ring_depth, METH_NOARGS, "depth() -> messages sent and not yet received."},
+    {"parameters", (PyCFunction)ring_parameters, METH_NOARGS, "parameters() -> (capacity, max_message, spsc)."},
+    {"close", (PyCFunction)ring_close, METH_NOARGS, "close(): release the buffer (idempotent)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RingHandleType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "memipc._core.Ring",
+    .tp_basicsize = sizeof(RingHandle),
+    .tp_dealloc = (destructor)ring_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Ring(buffer, offset): a handle on one Queue ring in shared memory.",
+    .tp_methods = ring_methods,
+    .tp_new = ring_new,
+};
+
 /* futex_wait_many([(buffer, offset, expected), ...], timeout) -> bool:
  * sleep until any word differs or is woken (one slice at most: the caller
  * loops); False on timeout.  Polls in 1 ms steps where FUTEX_WAITV is absent. */
@@ -1087,6 +1535,19 @@ static PyObject *offsets_table(void)
         || add_row(table, "mi_event", 0, sizeof(struct mi_event)) < 0
         || add_row(table, "mi_condition", 0, sizeof(struct mi_condition)) < 0
         || add_row(table, "mi_rwlock", 0, sizeof(struct mi_rwlock)) < 0
+        || ROW(table, mi_record, state) < 0 || ROW(table, mi_record, length) < 0
+        || ROW(table, mi_record, position) < 0 || ROW(table, mi_record, pid) < 0
+        || ROW(table, mi_record, pidns) < 0 || ROW(table, mi_record, start_ticks) < 0
+        || ROW(table, mi_ring, capacity) < 0 || ROW(table, mi_ring, max_message) < 0
+        || ROW(table, mi_ring, data_offset) < 0 || ROW(table, mi_ring, producer_lock) < 0
+        || ROW(table, mi_ring, tail) < 0 || ROW(table, mi_ring, consumer_lock) < 0
+        || ROW(table, mi_ring, head) < 0 || ROW(table, mi_ring, release) < 0
+        || ROW(table, mi_ring, data_sequence) < 0 || ROW(table, mi_ring, consumers_asleep) < 0
+        || ROW(table, mi_ring, space_sequence) < 0 || ROW(table, mi_ring, producers_asleep) < 0
+        || ROW(table, mi_ring, sent) < 0 || ROW(table, mi_ring, received) < 0
+        || ROW(table, mi_ring, bytes_sent) < 0 || ROW(table, mi_ring, bytes_received) < 0
+        || ROW(table, mi_ring, waits) < 0 || ROW(table, mi_ring, drops) < 0 || ROW(table, mi_ring, lost_reads) < 0
+        || add_row(table, "mi_ring", 0, sizeof(struct mi_ring)) < 0
         || add_row(table, "mi_region_header", 0, sizeof(struct mi_region_header)) < 0
         || add_row(table, "mi_attach_slot", 0, sizeof(struct mi_attach_slot)) < 0) {
         Py_DECREF(table);
@@ -1108,6 +1569,8 @@ static int add_owned(PyObject *module, const char *name, PyObject *value)
 static int core_exec(PyObject *module)
 {
     if (PyType_Ready(&SyncHandleType) < 0 || PyModule_AddObjectRef(module, "Sync", (PyObject *)&SyncHandleType) < 0)
+        return -1;
+    if (PyType_Ready(&RingHandleType) < 0 || PyModule_AddObjectRef(module, "Ring", (PyObject *)&RingHandleType) < 0)
         return -1;
     if (add_owned(module, "OFFSETS", offsets_table()) < 0
         || add_owned(module, "MAGIC", PyLong_FromUnsignedLongLong(MI_MAGIC)) < 0
@@ -1135,7 +1598,10 @@ static int core_exec(PyObject *module)
         || PyModule_AddIntConstant(module, "TAG_BASE", (long)MI_TAG(0)) < 0
         || PyModule_AddIntConstant(module, "EVENT_MANUAL", MI_EVENT_MANUAL) < 0
         || PyModule_AddIntConstant(module, "SPIN_DEFAULT_MAX_NS", MI_SPIN_DEFAULT_MAX_NS) < 0
-        || PyModule_AddIntConstant(module, "RWLOCK_READER_SLOTS", MI_RWLOCK_READER_SLOTS) < 0)
+        || PyModule_AddIntConstant(module, "RWLOCK_READER_SLOTS", MI_RWLOCK_READER_SLOTS) < 0
+        || PyModule_AddIntConstant(module, "RING_SPSC", MI_RING_SPSC) < 0
+        || PyModule_AddIntConstant(module, "RECORD_HEADER", MI_RECORD_HEADER) < 0
+        || PyModule_AddIntConstant(module, "RING_CONTROL_BYTES", sizeof(struct mi_ring)) < 0)
         return -1;
     return 0;
 }

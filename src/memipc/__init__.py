@@ -17,6 +17,7 @@ Layers, each importing only those below it: ``_platform`` (the OS) and
 → synchronization → channels → ``cli``.
 """
 
+from ._channels import ChannelStats, Queue
 from ._errors import (
     ClosedError,
     CorruptRegionError,
@@ -35,6 +36,7 @@ from ._view import View, ViewStream
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChannelStats",
     "ClosedError",
     "Condition",
     "CorruptRegionError",
@@ -47,6 +49,7 @@ __all__ = [
     "MessageTooLargeError",
     "Mutex",
     "NotFoundError",
+    "Queue",
     "RWLock",
     "Region",
     "RegionInfo",

@@ -15,7 +15,13 @@ Points defined so far (grep for ``_faults.reach`` to see them in place):
 ``region.create.before_publish``    header written, magic not yet stored
 ``region.open.after_attach``        opener holds its attach lock and row
 ``region.close.before_unlink``      last closer holds the exclusive lock, name not yet removed
+``queue.loan.after_reserve``        a record is reserved (WRITING), nothing copied yet
+``queue.loan.before_commit``        the loan block finished filling; not yet committed
+``queue.recv_view.inside``          a record is claimed (READING), not yet released
 ==================================  ==================================================
+
+A "mid-copy" death is a kill inside a ``with queue.loan(n) as buf:`` block
+after part of ``buf`` was written (tests do that with os.kill directly).
 """
 
 from __future__ import annotations

@@ -186,6 +186,39 @@ PY_OFFSETS.update(
 )
 
 
+# ---- message rings (layout.h: mi_record, mi_ring) ----
+PY_OFFSETS.update(
+    {
+        "mi_record.state": (0, 4),
+        "mi_record.length": (4, 4),
+        "mi_record.position": (8, 8),
+        "mi_record.pid": (16, 4),
+        "mi_record.pidns": (20, 4),
+        "mi_record.start_ticks": (24, 8),
+        "mi_ring": (0, 1024),
+        "mi_ring.capacity": (32, 8),
+        "mi_ring.max_message": (40, 8),
+        "mi_ring.data_offset": (48, 8),
+        "mi_ring.producer_lock": (64, 24),
+        "mi_ring.tail": (128, 8),
+        "mi_ring.consumer_lock": (192, 24),
+        "mi_ring.head": (256, 8),
+        "mi_ring.release": (320, 8),
+        "mi_ring.data_sequence": (384, 4),
+        "mi_ring.consumers_asleep": (388, 4),
+        "mi_ring.space_sequence": (448, 4),
+        "mi_ring.producers_asleep": (452, 4),
+        "mi_ring.sent": (512, 8),
+        "mi_ring.received": (520, 8),
+        "mi_ring.bytes_sent": (528, 8),
+        "mi_ring.bytes_received": (536, 8),
+        "mi_ring.waits": (544, 8),
+        "mi_ring.drops": (552, 8),
+        "mi_ring.lost_reads": (560, 8),
+    }
+)
+
+
 def slot_offset(index: int) -> int:
     """Byte offset of attach-table row ``index`` inside the header."""
     return ATTACH_TABLE_OFFSET + index * ATTACH_SLOT.size

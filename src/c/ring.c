@@ -1,0 +1,396 @@
+/* ring.c — Queue's ring: reserve / commit / claim / release, crash-safe.
+ *
+ * Protocol (layout and invariants in layout.h, struct mi_ring / mi_record):
+ *
+ *   producer  reserve:  [producer lock] check room against `release`; write
+ *                       a PADDING record to the end if the record would
+ *                       straddle it; write the header (state WRITING, our
+ *                       identity); publish `tail` (release).  [unlock]
+ *             copy the payload, then commit: state COMMITTED (release),
+ *             bump `data_sequence`, wake a sleeping consumer.
+ *   consumer  claim:    [consumer lock] take the record at `head` if it is
+ *                       COMMITTED: state READING with our identity; publish
+ *                       `head`.  [unlock]  Skip PADDING.
+ *             read the payload, then release: state CONSUMED, and advance
+ *             `release` over every consumed or padding record (CAS, so
+ *             consumers finishing out of order cooperate).
+ *
+ * No receiver ever sees a message part-way through writing: it reads only
+ * records whose state it loaded as COMMITTED with acquire order, which pairs
+ * with the producer's release store after the copy.
+ *
+ * Crashes.  The locks are robust owned words (mutex.c): a process killed
+ * while holding one is taken over.  A producer killed between reserve and
+ * commit leaves a WRITING record with its identity: a consumer waiting at
+ * that record checks the writer (1 ms after it starts waiting, then every
+ * 200 ms) and turns the record into PADDING, counted in `drops`.  A consumer
+ * killed between claim and release leaves a READING record with its
+ * identity: a producer waiting for room checks the reader and marks the
+ * record CONSUMED (also a drop).  So neither blocks the others for more than
+ * about a second.  SPSC rings skip both locks: one producer and one consumer
+ * process by contract.
+ *
+ * Every header is validated where it is read: its position must be the one
+ * expected, its length at most max_message, its span inside the ring, its
+ * state one this protocol allows there; the cursors must satisfy
+ * release <= head <= tail <= release + capacity.  Anything else is
+ * MI_CORRUPT, never a wild read or write.
+ */
+#include <limits.h>
+
+#include "atomic.h"
+#include "futex.h"
+#include "ring.h"
+#include "spin.h"
+#include "sync.h"
+
+#define FIRST_CHECK_NS 1000000 /* check a stuck peer 1 ms after we start waiting on it */
+
+enum mi_result mi_ring_validate(struct mi_ring *ring, uint64_t size, struct mi_ring_view *view)
+{
+    uint64_t capacity = mi_load_acquire_u64(&ring->capacity);
+    uint64_t max_message = mi_load_acquire_u64(&ring->max_message);
+    uint64_t data_offset = mi_load_acquire_u64(&ring->data_offset);
+    if (capacity < 2 * MI_RECORD_HEADER || (capacity & (capacity - 1)) != 0 || capacity > (UINT64_C(1) << 40))
+        return MI_CORRUPT;
+    if (data_offset != sizeof(struct mi_ring) || size < data_offset || size - data_offset < capacity)
+        return MI_CORRUPT;
+    if (max_message == 0 || max_message > capacity / 2 - MI_RECORD_HEADER)
+        return MI_CORRUPT;
+    view->ring = ring;
+    view->data = (char *)ring + data_offset;
+    view->capacity = capacity;
+    view->mask = capacity - 1;
+    view->max_message = max_message;
+    view->spsc = (mi_load_relaxed_u32(&ring->head_block.flags) & MI_RING_SPSC) != 0;
+    return MI_OK;
+}
+
+static struct mi_record *record_at(const struct mi_ring_view *view, uint64_t position)
+{
+    return (struct mi_record *)(view->data + (position & view->mask));
+}
+
+char *mi_ring_payload(const struct mi_ring_view *view, uint64_t position)
+{
+    return (char *)record_at(view, position) + MI_RECORD_HEADER;
+}
+
+/* Cursors, loaded with acquire and checked against each other. */
+static int load_cursors(const struct mi_ring_view *view, uint64_t *release, uint64_t *head, uint64_t *tail)
+{
+    *release = mi_load_acquire_u64(&view->ring->release);
+    *head = mi_load_acquire_u64(&view->ring->head);
+    *tail = mi_load_acquire_u64(&view->ring->tail);
+    if (*release > *head || *head > *tail || *tail - *release > view->capacity)
+        return MI_CORRUPT;
+    return MI_OK;
+}
+
+static void write_identity(struct mi_record *record, const struct mi_self *me)
+{
+    mi_store_relaxed_u32(&record->pid, me->pid);
+    mi_store_relaxed_u32(&record->pidns, me->pidns);
+    mi_store_relaxed_u64(&record->start_ticks, me->start_ticks);
+}
+
+static int identity_alive(const struct mi_record *record)
+{
+    return mi_process_alive(mi_load_relaxed_u32(&record->pid), mi_load_relaxed_u64(&record->start_ticks),
+                            mi_load_relaxed_u32(&record->pidns));
+}
+
+/* Validate the record header at `position` and return its span. */
+static int record_span(const struct mi_ring_view *view, uint64_t position, uint32_t state, uint64_t *span)
+{
+    struct mi_record *record = record_at(view, position);
+    if (mi_load_relaxed_u64(&record->position) != position)
+        return MI_CORRUPT;
+    uint64_t length = mi_load_relaxed_u32(&record->length);
+    uint64_t room = view->capacity - (position & view->mask);
+    if (state == MI_RECORD_PADDING) {
+        if (length + MI_RECORD_HEADER > room)
+            return MI_CORRUPT;
+    } else if (length > view->max_message) {
+        return MI_CORRUPT;
+    }
+    *span = mi_record_span(length);
+    if (*span > room)
+        return MI_CORRUPT;
+    return MI_OK;
+}
+
+/* Sleep on `word` while it still holds `seen`, after spinning; MI_OK when it
+ * (probably) changed, MI_TIMEOUT at this call's deadline. */
+static int wait_for_change(uint32_t *word, uint32_t seen, uint32_t *asleep, uint32_t *estimate,
+                           struct mi_wait *wait, uint64_t *waits_counter, int64_t sleep_until)
+{
+    int64_t budget = mi_spin_budget(wait, estimate), spent = 0;
+    if (budget > 0 && !wait->slept) {
+        int ready = MI_SPIN_UNTIL(word, value, value != seen, budget, spent);
+        if (wait->spin_ns < 0 && ready)
+            mi_spin_learn(estimate, spent);
+        if (ready)
+            return MI_OK;
+    }
+    int64_t now = mi_monotonic_ns();
+    if (wait->deadline_ns >= 0 && now >= wait->deadline_ns)
+        return MI_TIMEOUT;
+    if (wait->deadline_ns >= 0 && (sleep_until < 0 || wait->deadline_ns < sleep_until))
+        sleep_until = wait->deadline_ns;
+    if (!wait->slept)
+        mi_fetch_add_relaxed_u64(waits_counter, 1);
+    wait->slept = 1;
+    mi_fetch_add_acq_rel_u32(asleep, 1);
+    /* seq_cst: our "asleep" is visible before we re-check the word, pairing
+     * with the waker's fence between its update and its read of "asleep". */
+    mi_fence_seq_cst();
+    enum mi_result outcome = MI_OK;
+    if (mi_load_acquire_u32(word) == seen)
+        outcome = mi_futex_wait(word, seen, sleep_until);
+    mi_fetch_add_acq_rel_u32(asleep, (uint32_t)-1);
+    if (outcome == MI_INTERRUPTED || outcome == MI_ERRNO)
+        return outcome;
+    return MI_OK;
+}
+
+static void announce(uint32_t *sequence, uint32_t *asleep, int count)
+{
+    mi_fetch_add_acq_rel_u32(sequence, 1);
+    mi_fence_seq_cst(); /* pairs with wait_for_change's fence */
+    if (mi_load_acquire_u32(asleep) > 0)
+        mi_futex_wake(sequence, count);
+}
+
+/* Advance `release` over consumed and padding records; with `check_dead`,
+ * also over records whose reader died.  MI_OK or MI_CORRUPT. */
+static int advance_release(const struct mi_ring_view *view, int check_dead)
+{
+    struct mi_ring *ring = view->ring;
+    for (;;) {
+        uint64_t release, head, tail;
+        if (load_cursors(view, &release, &head, &tail) != MI_OK)
+            return MI_CORRUPT;
+        uint64_t next = release;
+        while (next < head) {
+            struct mi_record *record = record_at(view, next);
+            uint32_t state = mi_load_acquire_u32(&record->state);
+            uint64_t span;
+            if (state == MI_RECORD_READING && check_dead && !identity_alive(record)) {
+                if (mi_cas_acq_rel_u32(&record->state, MI_RECORD_READING, MI_RECORD_CONSUMED)) {
+                    mi_fetch_add_relaxed_u64(&ring->drops, 1);
+                    mi_fetch_add_relaxed_u64(&ring->lost_reads, 1);
+                }
+                continue;
+            }
+            if (state != MI_RECORD_CONSUMED && state != MI_RECORD_PADDING)
+                break;
+            if (record_span(view, next, state, &span) != MI_OK)
+                return MI_CORRUPT;
+            next += span;
+        }
+        if (next > head)
+            return MI_CORRUPT;
+        if (next == release)
+            return MI_OK;
+        /* acq_rel: producers that see the new release may overwrite the space. */
+        if (mi_cas_acq_rel_u64(&ring->release, release, next)) {
+            announce(&ring->space_sequence, &ring->producers_asleep, INT_MAX);
+            return MI_OK;
+        }
+    }
+}
+
+static int lock_side(const struct mi_ring_view *view, struct mi_owned *lock, struct mi_wait *wait)
+{
+    if (view->spsc)
+        return MI_OK;
+    int died = 0;
+    return mi_owned_lock(lock, &view->ring->head_block, &view->ring->consumer_spin, wait, &died);
+}
+
+static void unlock_side(const struct mi_ring_view *view, struct mi_owned *lock)
+{
+    if (!view->spsc)
+        mi_owned_unlock(lock);
+}
+
+int mi_ring_reserve(const struct mi_ring_view *view, uint64_t length, struct mi_wait *wait, uint64_t *position)
+{
+    struct mi_ring *ring = view->ring;
+    if (length > view->max_message)
+        return MI_TOO_LARGE;
+    const struct mi_self *me = mi_self_get();
+    uint64_t need = mi_record_span(length);
+    for (;;) {
+        uint32_t space_seen = mi_load_acquire_u32(&ring->space_sequence);
+        int result = lock_side(view, &ring->producer_lock, wait);
+        if (result != MI_OK)
+            return result == MI_TIMEOUT ? MI_FULL : result;
+        uint64_t release, head, tail;
+        if (load_cursors(view, &release, &head, &tail) != MI_OK) {
+            unlock_side(view, &ring->producer_lock);
+            return MI_CORRUPT;
+        }
+        uint64_t index = tail & view->mask;
+        uint64_t pad = index + need > view->capacity ? view->capacity - index : 0;
+        if (tail + pad + need - release <= view->capacity) {
+            if (pad) {
+                struct mi_record *filler = record_at(view, tail);
+                mi_store_relaxed_u32(&filler->length, (uint32_t)(pad - MI_RECORD_HEADER));
+                mi_store_relaxed_u64(&filler->position, tail);
+                mi_store_relaxed_u32(&filler->state, MI_RECORD_PADDING);
+                tail += pad;
+            }
+            struct mi_record *record = record_at(view, tail);
+            mi_store_relaxed_u32(&record->length, (uint32_t)length);
+            mi_store_relaxed_u64(&record->position, tail);
+            write_identity(record, me);
+            mi_store_relaxed_u32(&record->state, MI_RECORD_WRITING);
+            /* release: the headers above are visible to any consumer that
+             * sees the new tail (its acquire load in load_cursors). */
+            mi_store_release_u64(&ring->tail, tail + need);
+            unlock_side(view, &ring->producer_lock);
+            *position = tail;
+            return MI_OK;
+        }
+        unlock_side(view, &ring->producer_lock);
+        /* Full: maybe a dead reader holds the oldest record. */
+        int64_t now = mi_monotonic_ns();
+        int check = now >= wait->next_check_ns;
+        if (check)
+            wait->next_check_ns = now + (wait->slept ? MI_LIVENESS_INTERVAL_NS : FIRST_CHECK_NS);
+        if (advance_release(view, check) != MI_OK)
+            return MI_CORRUPT;
+        if (mi_load_acquire_u64(&ring->release) != release)
+            continue;
+        result = wait_for_change(&ring->space_sequence, space_seen, &ring->producers_asleep, &ring->producer_spin,
+                                 wait, &ring->waits, wait->next_check_ns);
+        if (result == MI_TIMEOUT)
+            return MI_FULL;
+        if (result != MI_OK)
+            return result;
+    }
+}
+
+static int finish(const struct mi_ring_view *view, uint64_t position, uint32_t state)
+{
+    struct mi_record *record = record_at(view, position);
+    uint64_t span;
+    if (record_span(view, position, MI_RECORD_WRITING, &span) != MI_OK
+        || mi_load_relaxed_u32(&record->state) != MI_RECORD_WRITING)
+        return MI_CORRUPT;
+    if (state == MI_RECORD_COMMITTED) {
+        mi_fetch_add_relaxed_u64(&view->ring->sent, 1);
+        mi_fetch_add_relaxed_u64(&view->ring->bytes_sent, mi_load_relaxed_u32(&record->length));
+    } else {
+        mi_store_relaxed_u32(&record->length, (uint32_t)(span - MI_RECORD_HEADER));
+    }
+    /* release: the payload copied before this store is visible to the
+     * consumer whose acquire load of `state` sees COMMITTED. */
+    mi_store_release_u32(&record->state, state);
+    announce(&view->ring->data_sequence, &view->ring->consumers_asleep, 1);
+    return MI_OK;
+}
+
+int mi_ring_commit(const struct mi_ring_view *view, uint64_t position)
+{
+    return finish(view, position, MI_RECORD_COMMITTED);
+}
+
+int mi_ring_abort(const struct mi_ring_view *view, uint64_t position)
+{
+    return finish(view, position, MI_RECORD_PADDING);
+}
+
+int mi_ring_claim(const struct mi_ring_view *view, struct mi_wait *wait, uint64_t *position, uint32_t *length)
+{
+    struct mi_ring *ring = view->ring;
+    const struct mi_self *me = mi_self_get();
+    for (;;) {
+        uint32_t data_seen = mi_load_acquire_u32(&ring->data_sequence);
+        int result = lock_side(view, &ring->consumer_lock, wait);
+        if (result != MI_OK)
+            return result == MI_TIMEOUT ? MI_EMPTY : result;
+        uint64_t release, head, tail;
+        int64_t sleep_until = -1;
+        for (;;) {
+            if (load_cursors(view, &release, &head, &tail) != MI_OK) {
+                unlock_side(view, &ring->consumer_lock);
+                return MI_CORRUPT;
+            }
+            if (head == tail)
+                break;
+            struct mi_record *record = record_at(view, head);
+            uint32_t state = mi_load_acquire_u32(&record->state);
+            uint64_t span;
+            if (state != MI_RECORD_WRITING && state != MI_RECORD_COMMITTED && state != MI_RECORD_PADDING) {
+                unlock_side(view, &ring->consumer_lock);
+                return MI_CORRUPT;
+            }
+            if (record_span(view, head, state, &span) != MI_OK || span > tail - head) {
+                unlock_side(view, &ring->consumer_lock);
+                return MI_CORRUPT;
+            }
+            if (state == MI_RECORD_PADDING) {
+                mi_store_release_u64(&ring->head, head + span);
+                continue;
+            }
+            if (state == MI_RECORD_WRITING) {
+                int64_t now = mi_monotonic_ns();
+                if (wait->next_check_ns == 0 || wait->next_check_ns > now + FIRST_CHECK_NS)
+                    wait->next_check_ns = now + FIRST_CHECK_NS; /* first sight of this record */
+                if (now >= wait->next_check_ns) {
+                    wait->next_check_ns = now + MI_LIVENESS_INTERVAL_NS;
+                    if (!identity_alive(record)
+                        && mi_cas_acq_rel_u32(&record->state, MI_RECORD_WRITING, MI_RECORD_PADDING)) {
+                        mi_store_relaxed_u32(&record->length, (uint32_t)(span - MI_RECORD_HEADER));
+                        mi_fetch_add_relaxed_u64(&ring->drops, 1);
+                        continue; /* the dead producer's record is now padding */
+                    }
+                }
+                sleep_until = wait->next_check_ns;
+                break;
+            }
+            /* COMMITTED: it is ours. */
+            write_identity(record, me);
+            /* release: our identity is in place before anyone sees READING. */
+            mi_store_release_u32(&record->state, MI_RECORD_READING);
+            mi_store_release_u64(&ring->head, head + span);
+            unlock_side(view, &ring->consumer_lock);
+            *position = head;
+            *length = mi_load_relaxed_u32(&record->length);
+            return MI_OK;
+        }
+        unlock_side(view, &ring->consumer_lock);
+        advance_release(view, 0); /* padding we skipped may free room */
+        result = wait_for_change(&ring->data_sequence, data_seen, &ring->consumers_asleep, &ring->consumer_spin,
+                                 wait, &ring->waits, sleep_until);
+        if (result == MI_TIMEOUT)
+            return MI_EMPTY;
+        if (result != MI_OK)
+            return result;
+    }
+}
+
+int mi_ring_release(const struct mi_ring_view *view, uint64_t position)
+{
+    struct mi_record *record = record_at(view, position);
+    uint64_t span;
+    if (record_span(view, position, MI_RECORD_READING, &span) != MI_OK)
+        return MI_CORRUPT;
+    /* acq_rel: our reads of the payload happen before the space is reused;
+     * a CAS so that a record a producer already declared dropped stays so. */
+    if (!mi_cas_acq_rel_u32(&record->state, MI_RECORD_READING, MI_RECORD_CONSUMED))
+        return MI_CORRUPT;
+    mi_fetch_add_relaxed_u64(&view->ring->received, 1);
+    mi_fetch_add_relaxed_u64(&view->ring->bytes_received, mi_load_relaxed_u32(&record->length));
+    return advance_release(view, 0);
+}
+
+uint64_t mi_ring_depth(const struct mi_ring_view *view)
+{
+    uint64_t sent = mi_load_relaxed_u64(&view->ring->sent);
+    uint64_t received = mi_load_relaxed_u64(&view->ring->received) + mi_load_relaxed_u64(&view->ring->lost_reads);
+    return sent > received ? sent - received : 0;
+}

@@ -1,0 +1,12 @@
+"""L3: channels — message passing through named shared-memory rings.
+
+The ring itself (reserve / commit / claim / release, crash recovery,
+validation of everything read from shared memory) is C: src/c/ring.c, with its
+layout in src/c/layout.h.  This package is its Python face: Queue (SPSC and
+MPMC), the pickle-5 and numpy codecs, and the stats record.
+"""
+
+from ._queue import Queue
+from ._stats import ChannelStats
+
+__all__ = ["ChannelStats", "Queue"]
