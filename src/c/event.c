@@ -63,11 +63,11 @@ int mi_event_wait(struct mi_event *event, struct mi_wait *wait)
 {
     if (mi_event_try(event))
         goto done;
-    int64_t budget = mi_spin_budget(wait, &event->spin_estimate), spent = 0;
+    int64_t budget = mi_spin_budget(wait, &event->spin_estimate);
     if (budget > 0 && !wait->slept) {
-        int ready = MI_SPIN_UNTIL(&event->state, value, value != 0 && mi_event_try(event), budget, spent);
+        int ready = MI_SPIN_UNTIL(&event->state, value, value != 0 && mi_event_try(event), budget);
         if (wait->spin_ns < 0 && ready)
-            mi_spin_learn(&event->spin_estimate, spent);
+            mi_spin_learn(&event->spin_estimate, 0, 1);
         if (ready)
             goto done;
     }

@@ -92,12 +92,12 @@ int mi_owned_lock(struct mi_owned *lock, struct mi_sync_head *head, uint32_t *sp
     if ((seen & MI_OWNER_MASK) == me->pid && mi_load_relaxed_u32(&lock->owner_tid) == me->tid)
         return MI_DEADLOCK;
 
-    int64_t budget = mi_spin_budget(wait, spin_estimate), spent = 0;
+    int64_t budget = mi_spin_budget(wait, spin_estimate);
     if (budget > 0 && !wait->slept) {
         int ready = MI_SPIN_UNTIL(&lock->word, value, value == 0 && mi_cas_acq_rel_u32(&lock->word, 0, me->pid),
-                                  budget, spent);
+                                  budget);
         if (wait->spin_ns < 0 && ready)
-            mi_spin_learn(spin_estimate, spent);
+            mi_spin_learn(spin_estimate, 0, 1);
         if (ready)
             goto acquired;
     }

@@ -125,11 +125,13 @@ static int record_span(const struct mi_ring_view *view, uint64_t position, uint3
 static int wait_for_change(uint32_t *word, uint32_t seen, uint32_t *asleep, uint32_t *estimate,
                            struct mi_wait *wait, uint64_t *waits_counter, int64_t sleep_until)
 {
-    int64_t budget = mi_spin_budget(wait, estimate), spent = 0;
-    if (budget > 0 && !wait->slept) {
-        int ready = MI_SPIN_UNTIL(word, value, value != seen, budget, spent);
+    int64_t budget = mi_spin_budget(wait, estimate);
+    int64_t started = mi_monotonic_ns();
+    int spun = budget > 0 && !wait->slept;
+    if (spun) {
+        int ready = MI_SPIN_UNTIL(word, value, value != seen, budget);
         if (wait->spin_ns < 0 && ready)
-            mi_spin_learn(estimate, spent);
+            mi_spin_learn(estimate, 0, 1);
         if (ready)
             return MI_OK;
     }
@@ -151,6 +153,8 @@ static int wait_for_change(uint32_t *word, uint32_t seen, uint32_t *asleep, uint
     mi_fetch_add_acq_rel_u32(asleep, (uint32_t)-1);
     if (outcome == MI_INTERRUPTED || outcome == MI_ERRNO)
         return outcome;
+    if (spun && wait->spin_ns < 0 && mi_load_acquire_u32(word) != seen)
+        mi_spin_learn(estimate, mi_monotonic_ns() - started, 0);
     return MI_OK;
 }
 

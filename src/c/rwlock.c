@@ -82,7 +82,7 @@ static int recover_dead_writer(struct mi_rwlock *rwlock, const struct mi_self *m
 int mi_rwlock_acquire_read(struct mi_rwlock *rwlock, struct mi_wait *wait, int *slot_index)
 {
     const struct mi_self *me = mi_self_get();
-    int64_t budget = mi_spin_budget(wait, &rwlock->spin_estimate), spent = 0;
+    int64_t budget = mi_spin_budget(wait, &rwlock->spin_estimate);
     for (;;) {
         /* acquire: an open gate means the last writer's writes are visible. */
         if (mi_load_acquire_u32(&rwlock->gate) == 0) {
@@ -98,9 +98,9 @@ int mi_rwlock_acquire_read(struct mi_rwlock *rwlock, struct mi_wait *wait, int *
             }
         }
         if (budget > 0 && !wait->slept) {
-            int ready = MI_SPIN_UNTIL(&rwlock->gate, value, value == 0, budget, spent);
+            int ready = MI_SPIN_UNTIL(&rwlock->gate, value, value == 0, budget);
             if (wait->spin_ns < 0 && ready)
-                mi_spin_learn(&rwlock->spin_estimate, spent);
+                mi_spin_learn(&rwlock->spin_estimate, 0, 1);
             budget = 0;
             if (ready)
                 continue;

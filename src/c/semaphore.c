@@ -29,11 +29,11 @@ int mi_semaphore_acquire(struct mi_semaphore *semaphore, struct mi_wait *wait)
 {
     if (try_take(semaphore))
         goto acquired;
-    int64_t budget = mi_spin_budget(wait, &semaphore->spin_estimate), spent = 0;
+    int64_t budget = mi_spin_budget(wait, &semaphore->spin_estimate);
     if (budget > 0 && !wait->slept) {
-        int ready = MI_SPIN_UNTIL(&semaphore->value, value, value > 0 && try_take(semaphore), budget, spent);
+        int ready = MI_SPIN_UNTIL(&semaphore->value, value, value > 0 && try_take(semaphore), budget);
         if (wait->spin_ns < 0 && ready)
-            mi_spin_learn(&semaphore->spin_estimate, spent);
+            mi_spin_learn(&semaphore->spin_estimate, 0, 1);
         if (ready)
             goto acquired;
     }

@@ -19,13 +19,17 @@ static inline void mi_cpu_relax(void)
 }
 
 /* The spin budget for this wait: fixed, zero, or adaptive from the object's
- * shared estimate (clamped: it is untrusted shared memory). */
+ * shared estimate (clamped: it is untrusted shared memory; 0 means fresh). */
 static inline int64_t mi_spin_budget(const struct mi_wait *wait, const uint32_t *estimate)
 {
     int64_t budget = wait->spin_ns;
     if (budget < 0) {
         /* relaxed: a hint; any value is safe after clamping. */
-        budget = 2 * (int64_t)mi_load_relaxed_u32(estimate) + 4000;
+        budget = mi_load_relaxed_u32(estimate);
+        if (budget == 0)
+            budget = MI_SPIN_DEFAULT_MAX_NS / 2;
+        if (budget < MI_SPIN_MIN_NS)
+            budget = MI_SPIN_MIN_NS;
         if (budget > MI_SPIN_DEFAULT_MAX_NS)
             budget = MI_SPIN_DEFAULT_MAX_NS;
     }
@@ -39,35 +43,44 @@ static inline int64_t mi_spin_budget(const struct mi_wait *wait, const uint32_t 
     return budget;
 }
 
-/* Move the adaptive estimate a quarter of the way towards how long this
- * wait took in all (spin and sleep).  Waits longer than the cap teach "do not
- * spin" (target 0): spinning could not have won them.  Short waits that the
- * spin missed and the sleep caught teach a longer spin next time, which is
- * what makes a ping-pong partner converge on spinning just long enough. */
-static inline void mi_spin_learn(uint32_t *estimate, int64_t waited_ns)
+/* Adapt the budget after a wait:
+ *   - the spin caught the change: grow halfway to the cap;
+ *   - the spin missed, but the change came within the cap (a near miss:
+ *     spinning a little longer would have saved the sleep): grow too;
+ *   - the change came later than the cap: spinning could not have won;
+ *     shrink by an eighth, down to MI_SPIN_MIN_NS.
+ * A responsive partner (a ping-pong, a busy lock) thus keeps the budget near
+ * the cap, where one cross-CPU futex wake-up (~20 µs here) is the price
+ * avoided, while an idle one decays it within a few dozen waits so that
+ * spinning costs little CPU.  Judging near misses by the whole wait, not by
+ * the spin alone, is what lets a pair that fell asleep (during a warm-up, or
+ * while descheduled on a loaded machine) find its way back to spinning. */
+static inline void mi_spin_learn(uint32_t *estimate, int64_t waited_ns, int caught_by_spin)
 {
     int64_t old = mi_load_relaxed_u32(estimate);
+    if (old == 0)
+        old = MI_SPIN_DEFAULT_MAX_NS / 2;
     if (old > MI_SPIN_DEFAULT_MAX_NS)
         old = MI_SPIN_DEFAULT_MAX_NS;
-    int64_t target = waited_ns <= MI_SPIN_DEFAULT_MAX_NS ? waited_ns : 0;
-    int64_t next = old + (target - old) / 4;
-    if (next < 0)
-        next = 0;
+    int grow = caught_by_spin || (waited_ns >= 0 && waited_ns <= MI_SPIN_DEFAULT_MAX_NS);
+    int64_t next = grow ? old + (MI_SPIN_DEFAULT_MAX_NS - old) / 2 : old - old / 8;
+    if (next < MI_SPIN_MIN_NS)
+        next = MI_SPIN_MIN_NS;
     /* relaxed: a hint shared by all users of the object; races lose an update at worst. */
     mi_store_relaxed_u32(estimate, (uint32_t)next);
 }
 
-/* After a wait that slept, learn from its total length (adaptive mode only). */
+/* After a wait that slept (adaptive mode only): learn from its whole length. */
 static inline void mi_spin_learn_wait(uint32_t *estimate, const struct mi_wait *wait)
 {
     if (wait->spin_ns < 0 && wait->slept)
-        mi_spin_learn(estimate, mi_monotonic_ns() - wait->start_ns);
+        mi_spin_learn(estimate, mi_monotonic_ns() - wait->start_ns, 0);
 }
 
 /* Pause-spin until *word satisfies `ready(word value)` or the budget runs
  * out; past half the budget, yield the CPU between checks so that on an
  * oversubscribed machine the holder gets to run.  Returns 1 if ready. */
-#define MI_SPIN_UNTIL(word_pointer, value_name, condition, budget_ns, spent_out)                   \
+#define MI_SPIN_UNTIL(word_pointer, value_name, condition, budget_ns)                   \
     ({                                                                                            \
         int ready_ = 0;                                                                           \
         int64_t start_ = mi_monotonic_ns(), now_ = start_;                                        \
@@ -86,7 +99,6 @@ static inline void mi_spin_learn_wait(uint32_t *estimate, const struct mi_wait *
             }                                                                                     \
             mi_cpu_relax();                                                                       \
         }                                                                                         \
-        (spent_out) = mi_monotonic_ns() - start_;                                                 \
         ready_;                                                                                   \
     })
 

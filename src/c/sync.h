@@ -11,9 +11,8 @@
  * Wait strategy (SpinThenFutexWait): first spin — a pause loop re-checking the
  * word, for at most `spin_ns` — then sleep in the kernel.  Spinning pays off
  * when the holder releases within about one sleep/wake round trip (~20 µs per
- * side on a VM), so the default budget adapts per object like glibc's adaptive
- * mutex: it follows how long successful spins took, and shrinks when spins
- * fail.  spin_ns = 0 sleeps at once; spin_ns > 0 fixes the budget.
+ * side on a VM), so the default budget adapts per object: it grows when
+ * spins succeed and decays when they fail (spin.h, mi_spin_learn).  spin_ns = 0 sleeps at once; spin_ns > 0 fixes the budget.
  */
 #ifndef MI_SYNC_H
 #define MI_SYNC_H
@@ -30,6 +29,7 @@
 
 #define MI_SPIN_ADAPTIVE (-1)
 #define MI_SPIN_DEFAULT_MAX_NS 50000     /* 50 µs: about two sleep/wake halves on this class of VM */
+#define MI_SPIN_MIN_NS 2000              /* the adaptive budget never drops below 2 µs */
 #define MI_LIVENESS_INTERVAL_NS 200000000 /* 200 ms: owner checks while waiting */
 
 /* Who is calling: pid, thread, start time, pid namespace. */
