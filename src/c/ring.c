@@ -76,13 +76,24 @@ char *mi_ring_payload(const struct mi_ring_view *view, uint64_t position)
     return (char *)record_at(view, position) + MI_RECORD_HEADER;
 }
 
-/* Cursors, loaded with acquire and checked against each other. */
+/* Cursors, loaded with acquire and checked against each other.
+ *
+ * They move while we read them, so the order matters: release, head, tail
+ * (each later read can only be larger, so release <= head <= tail holds
+ * between consistent reads), then release again for the room check, since
+ * the tail we read may already use room freed after our first read of
+ * release (reading release once, first, reported a live ring as corrupt
+ * under four producers and four consumers).  *release is the second read:
+ * the freshest lower bound on the room. */
 static int load_cursors(const struct mi_ring_view *view, uint64_t *release, uint64_t *head, uint64_t *tail)
 {
-    *release = mi_load_acquire_u64(&view->ring->release);
+    uint64_t first_release = mi_load_acquire_u64(&view->ring->release);
     *head = mi_load_acquire_u64(&view->ring->head);
     *tail = mi_load_acquire_u64(&view->ring->tail);
-    if (*release > *head || *head > *tail || *tail - *release > view->capacity)
+    *release = mi_load_acquire_u64(&view->ring->release);
+    if (first_release > *head || *head > *tail || *release < first_release)
+        return MI_CORRUPT;
+    if (*tail > *release && *tail - *release > view->capacity)
         return MI_CORRUPT;
     return MI_OK;
 }
@@ -175,6 +186,8 @@ static int advance_release(const struct mi_ring_view *view, int check_dead)
         uint64_t release, head, tail;
         if (load_cursors(view, &release, &head, &tail) != MI_OK)
             return MI_CORRUPT;
+        if (release >= head)
+            return MI_OK; /* nothing to pass over, or others already advanced past our head */
         uint64_t next = release;
         while (next < head) {
             struct mi_record *record = record_at(view, next);
