@@ -189,19 +189,22 @@ void mi_condition_notify(struct mi_condition *condition, int count)
     mi_fetch_add_relaxed_u64(&condition->head.operations, 1);
     if (count <= 0)
         return;
+    uint32_t grant = 0;
     for (;;) {
         uint32_t sleepers = mi_load_acquire_u32(&condition->sleepers);
         uint32_t pending = mi_load_acquire_u32(&condition->pending);
-        if (sleepers <= pending)
-            return; /* every sleeper already has a wake-up coming */
-        uint32_t grant = sleepers - pending;
+        if (sleepers == 0)
+            return;
+        grant = sleepers > pending ? sleepers - pending : 0;
         if (grant > (uint32_t)count)
             grant = (uint32_t)count;
         /* acq_rel: the grant is visible before the sequence moves. */
-        if (!mi_cas_acq_rel_u32(&condition->pending, pending, pending + grant))
-            continue;
-        mi_fetch_add_acq_rel_u32(&condition->sequence, 1);
-        mi_futex_wake(&condition->sequence, (int)grant);
-        return;
+        if (grant == 0 || mi_cas_acq_rel_u32(&condition->pending, pending, pending + grant))
+            break;
     }
+    /* Bump the sequence even when every sleeper seems covered by pending
+     * grants: a grant left by a waiter that died or timed out can only be
+     * taken by a waiter that saw the sequence move after it arrived. */
+    mi_fetch_add_acq_rel_u32(&condition->sequence, 1);
+    mi_futex_wake(&condition->sequence, grant > 0 ? (int)grant : 1);
 }

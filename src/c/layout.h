@@ -460,7 +460,7 @@ struct mi_record {
  *     452    4 producers_asleep   (atomic) producers in futex_wait
  *     456    4 producer_spin      (relaxed) adaptive spin estimate for senders
  *     512    8 sent               (relaxed) messages committed        — stats
- *     520    8 received           (relaxed) messages consumed         — stats
+ *     520    8 received           (relaxed) messages claimed by receivers — stats
  *     528    8 bytes_sent         (relaxed)                           — stats
  *     536    8 bytes_received     (relaxed)                           — stats
  *     544    8 waits              (relaxed) operations that slept     — stats

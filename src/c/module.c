@@ -1390,6 +1390,121 @@ static PyTypeObject RingHandleType = {
     .tp_new = ring_new,
 };
 
+
+/* ---- Window: a counted buffer over part of another buffer -----------------
+ *
+ * Queue.loan and recv_view hand out memoryviews of ring records that must not
+ * outlive the block (the record is reused afterwards).  A memoryview slice
+ * shares its parent's export, so releasing our memoryview cannot tell whether
+ * slices or arrays made from it survive.  A Window is its own exporter and
+ * counts exports, as mmap does: after our memoryview is released, a non-zero
+ * count means something escaped the block.
+ */
+typedef struct {
+    PyObject_HEAD
+    Py_buffer source;
+    char *pointer;
+    Py_ssize_t length;
+    int readonly;
+    Py_ssize_t exports;
+    int open;
+} Window;
+
+static PyObject *window_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"buffer", "offset", "length", "readonly", NULL};
+    PyObject *buffer;
+    Py_ssize_t offset, length;
+    int readonly = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Onn|p:Window", keywords, &buffer, &offset, &length, &readonly))
+        return NULL;
+    Window *self = (Window *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (PyObject_GetBuffer(buffer, &self->source, readonly ? PyBUF_SIMPLE : PyBUF_WRITABLE) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->open = 1;
+    if (offset < 0 || length < 0 || offset > self->source.len || length > self->source.len - offset) {
+        PyErr_Format(PyExc_IndexError, "window [%zd:%zd] is outside the %zd-byte buffer", offset, offset + length,
+                     self->source.len);
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->pointer = (char *)self->source.buf + offset;
+    self->length = length;
+    self->readonly = readonly || self->source.readonly;
+    return (PyObject *)self;
+}
+
+static void window_dealloc(Window *self)
+{
+    if (self->open)
+        PyBuffer_Release(&self->source);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int window_getbuffer(Window *self, Py_buffer *view, int flags)
+{
+    if (!self->open) {
+        PyErr_SetString(PyExc_ValueError, "the window is closed");
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)self, self->pointer, self->length, self->readonly, flags) < 0)
+        return -1;
+    self->exports++;
+    return 0;
+}
+
+static void window_releasebuffer(Window *self, Py_buffer *view)
+{
+    (void)view;
+    self->exports--;
+}
+
+static PyBufferProcs window_as_buffer = {
+    .bf_getbuffer = (getbufferproc)window_getbuffer,
+    .bf_releasebuffer = (releasebufferproc)window_releasebuffer,
+};
+
+static PyObject *window_exported(Window *self, PyObject *unused)
+{
+    (void)unused;
+    return PyLong_FromSsize_t(self->exports);
+}
+
+static PyObject *window_close(Window *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->open) {
+        if (self->exports > 0) {
+            PyErr_Format(PyExc_BufferError, "%zd buffer(s) made from this window are still alive", self->exports);
+            return NULL;
+        }
+        self->open = 0;
+        PyBuffer_Release(&self->source);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef window_methods[] = {
+    {"exported", (PyCFunction)window_exported, METH_NOARGS, "exported() -> buffers made from it still alive."},
+    {"close", (PyCFunction)window_close, METH_NOARGS, "close(): BufferError while buffers are exported."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject WindowType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "memipc._core.Window",
+    .tp_basicsize = sizeof(Window),
+    .tp_dealloc = (destructor)window_dealloc,
+    .tp_as_buffer = &window_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Window(buffer, offset, length, readonly=False): a counted buffer over part of another.",
+    .tp_methods = window_methods,
+    .tp_new = window_new,
+};
+
 /* futex_wait_many([(buffer, offset, expected), ...], timeout) -> bool:
  * sleep until any word differs or is woken (one slice at most: the caller
  * loops); False on timeout.  Polls in 1 ms steps where FUTEX_WAITV is absent. */
@@ -1571,6 +1686,8 @@ static int core_exec(PyObject *module)
     if (PyType_Ready(&SyncHandleType) < 0 || PyModule_AddObjectRef(module, "Sync", (PyObject *)&SyncHandleType) < 0)
         return -1;
     if (PyType_Ready(&RingHandleType) < 0 || PyModule_AddObjectRef(module, "Ring", (PyObject *)&RingHandleType) < 0)
+        return -1;
+    if (PyType_Ready(&WindowType) < 0 || PyModule_AddObjectRef(module, "Window", (PyObject *)&WindowType) < 0)
         return -1;
     if (add_owned(module, "OFFSETS", offsets_table()) < 0
         || add_owned(module, "MAGIC", PyLong_FromUnsignedLongLong(MI_MAGIC)) < 0

@@ -189,6 +189,7 @@ static int advance_release(const struct mi_ring_view *view, int check_dead)
         if (release >= head)
             return MI_OK; /* nothing to pass over, or others already advanced past our head */
         uint64_t next = release;
+        int stale = 0;
         while (next < head) {
             struct mi_record *record = record_at(view, next);
             uint32_t state = mi_load_acquire_u32(&record->state);
@@ -202,10 +203,20 @@ static int advance_release(const struct mi_ring_view *view, int check_dead)
             }
             if (state != MI_RECORD_CONSUMED && state != MI_RECORD_PADDING)
                 break;
-            if (record_span(view, next, state, &span) != MI_OK)
-                return MI_CORRUPT;
+            if (record_span(view, next, state, &span) != MI_OK) {
+                /* Another process may have advanced `release` past this
+                 * record while we walked, and a producer reused the room:
+                 * only a header that is wrong while `release` stands still
+                 * is corruption. */
+                stale = mi_load_acquire_u64(&ring->release) != release;
+                if (!stale)
+                    return MI_CORRUPT;
+                break;
+            }
             next += span;
         }
+        if (stale)
+            continue;
         if (next > head)
             return MI_CORRUPT;
         if (next == release)
@@ -223,7 +234,10 @@ static int lock_side(const struct mi_ring_view *view, struct mi_owned *lock, str
     if (view->spsc)
         return MI_OK;
     int died = 0;
-    return mi_owned_lock(lock, &view->ring->head_block, &view->ring->consumer_spin, wait, &died);
+    int result = mi_owned_lock(lock, &view->ring->head_block, &view->ring->consumer_spin, wait, &died);
+    /* A ring lock is never held across calls, so "this thread holds it
+     * already" can only mean a forged lock word. */
+    return result == MI_DEADLOCK ? MI_CORRUPT : result;
 }
 
 static void unlock_side(const struct mi_ring_view *view, struct mi_owned *lock)
@@ -317,6 +331,28 @@ int mi_ring_commit(const struct mi_ring_view *view, uint64_t position)
 
 int mi_ring_abort(const struct mi_ring_view *view, uint64_t position)
 {
+    /* If nobody reserved after this record, give its room back by moving
+     * `tail` back (consumers never pass a WRITING record, so none is past
+     * it); otherwise it becomes padding that consumers skip.  Without this,
+     * discarded loans on a queue nobody reads would fill it. */
+    struct mi_ring *ring = view->ring;
+    struct mi_record *record = record_at(view, position);
+    uint64_t span;
+    if (record_span(view, position, MI_RECORD_WRITING, &span) != MI_OK
+        || mi_load_relaxed_u32(&record->state) != MI_RECORD_WRITING)
+        return MI_CORRUPT;
+    /* One try at the lock, never a wait: if it is busy (or forged), pad. */
+    struct mi_wait wait = {.deadline_ns = 0, .spin_ns = 0, .next_check_ns = INT64_MAX};
+    if (lock_side(view, &ring->producer_lock, &wait) == MI_OK) {
+        int rolled_back = mi_cas_acq_rel_u64(&ring->tail, position + span, position);
+        if (rolled_back)
+            mi_store_release_u32(&record->state, MI_RECORD_PADDING);
+        unlock_side(view, &ring->producer_lock);
+        if (rolled_back) {
+            announce(&ring->space_sequence, &ring->producers_asleep, INT_MAX);
+            return MI_OK;
+        }
+    }
     return finish(view, position, MI_RECORD_PADDING);
 }
 
@@ -346,9 +382,20 @@ int mi_ring_claim(const struct mi_ring_view *view, struct mi_wait *wait, uint64_
                 return MI_CORRUPT;
             }
             if (record_span(view, head, state, &span) != MI_OK || span > tail - head) {
+                /* A producer may have given a discarded loan back (moved
+                 * `tail` back, see mi_ring_abort) after we read `tail`, and
+                 * reserved again: what we read is stale, not corrupt, if
+                 * `tail` moved meanwhile. */
+                if (mi_load_acquire_u64(&ring->tail) != tail)
+                    continue;
                 unlock_side(view, &ring->consumer_lock);
                 return MI_CORRUPT;
             }
+            /* acquire (paired with mi_ring_abort's order: tail moved back
+             * first, then the record marked): a record we saw marked may
+             * belong to a reservation that was given back. */
+            if (mi_load_acquire_u64(&ring->tail) < head + span)
+                continue;
             if (state == MI_RECORD_PADDING) {
                 mi_store_release_u64(&ring->head, head + span);
                 continue;
@@ -377,6 +424,9 @@ int mi_ring_claim(const struct mi_ring_view *view, struct mi_wait *wait, uint64_
             unlock_side(view, &ring->consumer_lock);
             *position = head;
             *length = mi_load_relaxed_u32(&record->length);
+            /* relaxed: statistics; a claimed message no longer waits. */
+            mi_fetch_add_relaxed_u64(&ring->received, 1);
+            mi_fetch_add_relaxed_u64(&ring->bytes_received, *length);
             return MI_OK;
         }
         unlock_side(view, &ring->consumer_lock);
@@ -400,14 +450,12 @@ int mi_ring_release(const struct mi_ring_view *view, uint64_t position)
      * a CAS so that a record a producer already declared dropped stays so. */
     if (!mi_cas_acq_rel_u32(&record->state, MI_RECORD_READING, MI_RECORD_CONSUMED))
         return MI_CORRUPT;
-    mi_fetch_add_relaxed_u64(&view->ring->received, 1);
-    mi_fetch_add_relaxed_u64(&view->ring->bytes_received, mi_load_relaxed_u32(&record->length));
     return advance_release(view, 0);
 }
 
 uint64_t mi_ring_depth(const struct mi_ring_view *view)
 {
     uint64_t sent = mi_load_relaxed_u64(&view->ring->sent);
-    uint64_t received = mi_load_relaxed_u64(&view->ring->received) + mi_load_relaxed_u64(&view->ring->lost_reads);
+    uint64_t received = mi_load_relaxed_u64(&view->ring->received);
     return sent > received ? sent - received : 0;
 }

@@ -146,3 +146,17 @@ def read_array(payload: memoryview) -> Any:
     if data > size or count * dtype.itemsize > size - data:
         raise _corrupt(f"shape {shape} of {dtype} does not fit in {size - min(data, size)} bytes")
     return np.frombuffer(payload, dtype=dtype, count=count, offset=data).reshape(shape)
+
+
+def array_root(array: Any) -> Any:
+    """The array that owns the buffer: every view of ``array`` keeps it alive.
+
+    numpy points a view's ``base`` straight at the array that owns the memory,
+    skipping intermediate views, so a lifetime hook must sit on that root.
+    """
+    root = array
+    while (
+        getattr(root, "base", None) is not None and hasattr(root.base, "base") and hasattr(root.base, "dtype")
+    ):
+        root = root.base
+    return root

@@ -24,7 +24,7 @@ from .. import _core, _faults
 from .._errors import ClosedError, Empty, ExistsError, Full, NotFoundError
 from .._names import Scope, parse
 from .._region import Region
-from .._sync._base import claim
+from .._sync._base import check_tag, claim
 from . import _codec
 from ._stats import ChannelStats
 
@@ -36,7 +36,8 @@ DEFAULT_CAPACITY = 1 << 20
 
 # Control-block fields Python writes at creation or reads for stats (layout.h, struct mi_ring).
 _CAPACITY, _MAX_MESSAGE, _DATA_OFFSET = 32, 40, 48
-_SENT, _RECEIVED, _BYTES_SENT, _BYTES_RECEIVED, _WAITS, _DROPS = 512, 520, 528, 536, 544, 552
+_SENT, _RECEIVED, _BYTES_SENT, _BYTES_RECEIVED = 512, 520, 528, 536
+_WAITS, _DROPS, _LOST_READS = 544, 552, 560
 
 
 def _power_of_two_at_least(value: int) -> int:
@@ -113,7 +114,7 @@ class Queue:
         region = self._attach(oname, create, CONTROL_BYTES + ring_capacity, permissions, initialize)
         try:
             buf = region.buf
-            claim(buf, 0, "queue", CONTROL_BYTES, lambda b, o: None)  # validates an opened queue's tag
+            check_tag(buf, 0, "queue")
             self._ring = _core.Ring(buf, 0)
         except BaseException:
             region.close()
@@ -227,7 +228,9 @@ class Queue:
         """Reserve a message of ``nbytes`` and fill it in place (zero copy).
 
         The message is sent when the block ends, and discarded if it raises.
-        Do not keep the memoryview after the block.
+        Keeping the memoryview, a slice of it or an array over it past the
+        block raises BufferError (and discards the message): the record
+        belongs to the queue once sent.
         """
         buf = self._live()
         reserved = self._ring.reserve(nbytes, timeout, self._spin)
@@ -235,7 +238,8 @@ class Queue:
             raise self._full(timeout)
         assert isinstance(reserved, tuple)
         position, offset = reserved
-        view = buf[offset : offset + nbytes]
+        window = _core.Window(buf, offset, nbytes)
+        view = memoryview(window)
         if _faults.armed:
             _faults.reach("queue.loan.after_reserve")
         try:
@@ -243,46 +247,48 @@ class Queue:
             if _faults.armed:
                 _faults.reach("queue.loan.before_commit")
         except BaseException:
-            view.release()
+            _let_go(view, window)
             self._ring.abort(position)
             raise
-        try:
-            view.release()
-        except BufferError:
+        if not _let_go(view, window):
             self._ring.abort(position)
             raise BufferError(
-                "a reference to the loaned buffer outlived the 'with q.loan()' block; the message was "
-                "discarded. Copy what you need instead of keeping slices of the loan"
-            ) from None
+                "a reference to the loaned buffer (a slice, an array, a memoryview) outlived the "
+                "'with q.loan()' block; the message was discarded. Copy what you need instead"
+            )
         self._ring.commit(position)
 
     @contextmanager
     def recv_view(self, timeout: float | None = None) -> Iterator[memoryview]:
         """Receive one message and read it in place (zero copy, read-only).
 
-        The record is freed when the block ends; do not keep the memoryview
-        (or anything made from it) after the block.
+        The record is freed when the block ends.  Keeping the memoryview (or a
+        slice or array made from it) past the block raises BufferError: the
+        record is reused afterwards, so copy what you need inside the block.
         """
-        buf = self._live()
-        claimed = self._ring.claim(timeout, self._spin)
-        if claimed is None:
-            raise self._empty(timeout)
-        position, offset, length = claimed
-        view = buf[offset : offset + length].toreadonly()
+        position, view, window = self._claim_view(timeout)
         if _faults.armed:
             _faults.reach("queue.recv_view.inside")
         try:
             yield view
         finally:
-            try:
-                view.release()
-            except BufferError:
-                self._ring.release(position)
-                raise BufferError(
-                    "a reference to the received buffer outlived the 'with q.recv_view()' block; its record "
-                    "was freed and will be overwritten. Copy what you need inside the block"
-                ) from None
+            clean = _let_go(view, window)
             self._ring.release(position)
+            if not clean:
+                raise BufferError(
+                    "a reference to the received buffer (a slice, an array, a memoryview) outlived the "
+                    "'with q.recv_view()' block; its record was freed and will be overwritten. "
+                    "Copy what you need inside the block"
+                )
+
+    def _claim_view(self, timeout: float | None) -> tuple[int, memoryview, _core.Window]:
+        buf = self._live()
+        claimed = self._ring.claim(timeout, self._spin)
+        if claimed is None:
+            raise self._empty(timeout)
+        position, offset, length = claimed
+        window = _core.Window(buf, offset, length, True)
+        return position, memoryview(window), window
 
     # ---- objects and arrays ----------------------------------------------
 
@@ -303,7 +309,10 @@ class Queue:
         """Send a numpy array with its dtype and shape (one copy, into the ring)."""
         import numpy as np  # noqa: PLC0415 - optional dependency
 
-        contiguous = np.ascontiguousarray(array)
+        # ascontiguousarray would turn a 0-d array into a 1-d one.
+        contiguous = np.asarray(array)
+        if not contiguous.flags.c_contiguous:
+            contiguous = contiguous.copy(order="C")
         header, data_offset = _codec.encode_array_header(contiguous)
         with self.loan(data_offset + contiguous.nbytes, timeout) as target:
             target[: len(header)] = header
@@ -317,24 +326,21 @@ class Queue:
         (``del`` it when done: until then it holds ring space). ``copy=True``
         returns an ordinary writable array and frees the record at once.
         """
-        buf = self._live()
-        claimed = self._ring.claim(timeout, self._spin)
-        if claimed is None:
-            raise self._empty(timeout)
-        position, offset, length = claimed
-        view = buf[offset : offset + length].toreadonly()
+        position, view, window = self._claim_view(timeout)
         try:
             array = _codec.read_array(view)
             if copy:
                 result = array.copy()
                 del array
-                view.release()
+                _let_go(view, window)
                 self._ring.release(position)
                 return result
         except BaseException:
+            _let_go(view, window)
             self._ring.release(position)
             raise
-        weakref.finalize(array, _release_quietly, self._ring, position)
+        # The record is freed when the last array viewing it is collected.
+        weakref.finalize(_codec.array_root(array), _release_quietly, self._ring, position)
         return array
 
     # ---- state -----------------------------------------------------------
@@ -344,7 +350,8 @@ class Queue:
         buf = self._live()
         return ChannelStats(
             sent=_core.load_u64(buf, _SENT),
-            received=_core.load_u64(buf, _RECEIVED),
+            # A message claimed by a receiver that died is a drop, not a delivery.
+            received=max(0, _core.load_u64(buf, _RECEIVED) - _core.load_u64(buf, _LOST_READS)),
             bytes=_core.load_u64(buf, _BYTES_SENT),
             bytes_received=_core.load_u64(buf, _BYTES_RECEIVED),
             depth=self._ring.depth(),
@@ -357,18 +364,23 @@ class Queue:
         return self._ring.depth()
 
     def close(self) -> None:
-        """Close this handle (idempotent); the queue goes away with its last handle."""
-        if self._buf is None:
-            return
+        """Close this handle (idempotent); the queue goes away with its last handle.
+
+        Raises BufferError while an array from ``recv_array(copy=False)`` is
+        alive (it still reads the ring); the handle is then unusable, and
+        ``close()`` can be called again once the array is gone.
+        """
         ring = getattr(self, "_ring", None)
         if ring is not None:
             ring.close()
         self._buf = None
         if self._region is not None:
-            self._region.close()
+            self._region.close()  # BufferError: keep _region so a later close() finishes
+            self._region = None
 
     def unlink(self) -> None:
         """Remove the queue's name now; open handles keep working."""
+        self._live()
         if self._region is not None:
             self._region.unlink()
 
@@ -379,7 +391,7 @@ class Queue:
         self.close()
 
     def __del__(self) -> None:
-        if self._buf is not None:
+        if self._region is not None:
             with suppress(BufferError):
                 self.close()
 
@@ -389,6 +401,18 @@ class Queue:
             f"<memipc.Queue name={self._name!r} kind='queue' size={getattr(self, '_capacity', 0)} "
             f"mode={getattr(self, '_mode', '?')!r}{state}>"
         )
+
+
+def _let_go(view: memoryview, window: _core.Window) -> bool:
+    """Release our memoryview of a record; False if anything made from it is still alive."""
+    try:
+        view.release()
+    except BufferError:
+        return False
+    if window.exported():
+        return False
+    window.close()
+    return True
 
 
 def _release_quietly(ring: _core.Ring, position: int) -> None:

@@ -13,7 +13,7 @@ class ChannelStats:
 
     #: messages committed by senders
     sent: int
-    #: messages consumed by receivers
+    #: messages taken by receivers (claimed; a recv_view in progress counts)
     received: int
     #: payload bytes sent
     bytes: int

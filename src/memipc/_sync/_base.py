@@ -107,6 +107,26 @@ def claim(buf: memoryview, offset: int, kind: str, size: int, initialize: Initia
     )
 
 
+def check_tag(buf: memoryview, offset: int, kind: str) -> None:
+    """Check that an object someone else created and published is ready and of ``kind``.
+
+    Unlike :func:`claim`, a missing tag is corruption here, never an invitation
+    to initialize: the object's creator published it before we could open it.
+    """
+    tag = _core.load_u32(buf, offset + SYNC_TAG)  # acquire: pairs with the creator's publication
+    if tag == TAG_BASE | KIND_CODES[kind]:
+        return
+    if tag & 0xFFFF0000 == TAG_BASE and (tag & 0xFFFF) in KIND_NAMES:
+        raise KindMismatchError(
+            f"the {kind} at offset {offset} holds {article(KIND_NAMES[tag & 0xFFFF])} instead; "
+            "it was overwritten"
+        )
+    raise CorruptRegionError(
+        f"{kind} at offset {offset}: its tag {tag:#010x} is not a published memipc {kind}'s; "
+        "the bytes were overwritten. Remove the object and create it again"
+    )
+
+
 class SyncObject:
     """Base of Mutex, Semaphore, Event, Condition and RWLock: storage and lifetime."""
 
@@ -146,7 +166,7 @@ class SyncObject:
             region = Region._open(oname, kind=self._KIND)
         try:
             buf = region.buf
-            claim(buf, 0, self._KIND, self._SIZE, initialize)  # validates the tag of an opened object
+            check_tag(buf, 0, self._KIND)
         except BaseException:
             region.close()
             raise
