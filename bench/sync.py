@@ -25,8 +25,8 @@ import sys
 from pathlib import Path
 
 # `python bench/sync.py` puts bench/ first on sys.path, where a script named
-# like a stdlib module (bench/queue.py) would shadow it for every import below,
-# in this process and in the spawned ones, which inherit sys.path.  Nothing is
+# like a stdlib module (as bench/queue.py once was) shadows it for every import
+# below, here and in the spawned processes, which inherit sys.path.  Nothing is
 # imported from bench/, so the entry goes before anything else is imported.
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     del sys.path[0]

@@ -15,6 +15,9 @@
  *          goes to sleep on its first miss, and the signaller always makes the
  *          wake system call (no "are there waiters" shortcut), the plainest
  *          futex handoff there is.  This is what memipc's spin=0 is compared to.
+ *          It waits with no timeout; memipc waits with an absolute deadline
+ *          (FUTEX_WAIT_BITSET, 50 ms Ctrl-C slices), and what that costs is
+ *          part of what the comparison measures.
  *   spin   signal = store 1;  wait = spin (with the CPU's pause hint) until the
  *          word is 1, then store 0.  No system call: the floor set by the
  *          cache-line transfer between the two CPUs.

@@ -65,9 +65,9 @@ int mi_event_wait(struct mi_event *event, struct mi_wait *wait)
         goto done;
     int64_t budget = mi_spin_budget(wait, &event->spin_estimate);
     if (budget > 0 && !wait->slept) {
-        int ready = MI_SPIN_UNTIL(&event->state, value, value != 0 && mi_event_try(event), budget);
-        if (wait->spin_ns < 0 && ready)
-            mi_spin_learn(&event->spin_estimate, 0, 1);
+        int yielded = 0;
+        int ready = MI_SPIN_UNTIL(&event->state, value, value != 0 && mi_event_try(event), budget, yielded);
+        MI_SPIN_LEARN(&event->spin_estimate, wait, ready, yielded);
         if (ready)
             goto done;
     }

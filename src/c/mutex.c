@@ -94,10 +94,10 @@ int mi_owned_lock(struct mi_owned *lock, struct mi_sync_head *head, uint32_t *sp
 
     int64_t budget = mi_spin_budget(wait, spin_estimate);
     if (budget > 0 && !wait->slept) {
+        int yielded = 0;
         int ready = MI_SPIN_UNTIL(&lock->word, value, value == 0 && mi_cas_acq_rel_u32(&lock->word, 0, me->pid),
-                                  budget);
-        if (wait->spin_ns < 0 && ready)
-            mi_spin_learn(spin_estimate, 0, 1);
+                                  budget, yielded);
+        MI_SPIN_LEARN(spin_estimate, wait, ready, yielded);
         if (ready)
             goto acquired;
     }

@@ -93,6 +93,10 @@ static int load_cursors(const struct mi_ring_view *view, uint64_t *release, uint
     *release = mi_load_acquire_u64(&view->ring->release);
     if (first_release > *head || *head > *tail || *release < first_release)
         return MI_CORRUPT;
+    /* Records start at multiples of MI_RECORD_HEADER: a cursor that does not
+     * would make us read a header at a misaligned address. */
+    if ((first_release | *release | *head | *tail) % MI_RECORD_HEADER != 0)
+        return MI_CORRUPT;
     if (*tail > *release && *tail - *release > view->capacity)
         return MI_CORRUPT;
     return MI_OK;
@@ -140,9 +144,9 @@ static int wait_for_change(uint32_t *word, uint32_t seen, uint32_t *asleep, uint
     int64_t started = mi_monotonic_ns();
     int spun = budget > 0 && !wait->slept;
     if (spun) {
-        int ready = MI_SPIN_UNTIL(word, value, value != seen, budget);
-        if (wait->spin_ns < 0 && ready)
-            mi_spin_learn(estimate, 0, 1);
+        int yielded = 0;
+        int ready = MI_SPIN_UNTIL(word, value, value != seen, budget, yielded);
+        MI_SPIN_LEARN(estimate, wait, ready, yielded);
         if (ready)
             return MI_OK;
     }
@@ -246,6 +250,26 @@ static void unlock_side(const struct mi_ring_view *view, struct mi_owned *lock)
         mi_owned_unlock(lock);
 }
 
+/* Move `head` over PADDING records at the head of the ring (a producer
+ * that found the ring full does this, so padding nobody reads still frees
+ * room).  Consumers move `head` with the same CAS, and a PADDING record
+ * never becomes anything else, so both sides compute the same new head. */
+static void skip_padding(const struct mi_ring_view *view)
+{
+    struct mi_ring *ring = view->ring;
+    for (int step = 0; step < 1024; step++) {
+        uint64_t release, head, tail, span;
+        if (load_cursors(view, &release, &head, &tail) != MI_OK || head == tail)
+            return;
+        struct mi_record *record = record_at(view, head);
+        if (mi_load_acquire_u32(&record->state) != MI_RECORD_PADDING
+            || record_span(view, head, MI_RECORD_PADDING, &span) != MI_OK || span > tail - head)
+            return;
+        /* acq_rel: ordered with consumers' CAS on head. */
+        mi_cas_acq_rel_u64(&ring->head, head, head + span);
+    }
+}
+
 int mi_ring_reserve(const struct mi_ring_view *view, uint64_t length, struct mi_wait *wait, uint64_t *position)
 {
     struct mi_ring *ring = view->ring;
@@ -286,7 +310,8 @@ int mi_ring_reserve(const struct mi_ring_view *view, uint64_t length, struct mi_
             return MI_OK;
         }
         unlock_side(view, &ring->producer_lock);
-        /* Full: maybe a dead reader holds the oldest record. */
+        /* Full: padding may sit at the head, or a dead reader may hold the oldest record. */
+        skip_padding(view);
         int64_t now = mi_monotonic_ns();
         int check = now >= wait->next_check_ns;
         if (check)
@@ -306,6 +331,8 @@ int mi_ring_reserve(const struct mi_ring_view *view, uint64_t length, struct mi_
 
 static int finish(const struct mi_ring_view *view, uint64_t position, uint32_t state)
 {
+    if (position % MI_RECORD_HEADER != 0)
+        return MI_CORRUPT;
     struct mi_record *record = record_at(view, position);
     uint64_t span;
     if (record_span(view, position, MI_RECORD_WRITING, &span) != MI_OK
@@ -331,28 +358,11 @@ int mi_ring_commit(const struct mi_ring_view *view, uint64_t position)
 
 int mi_ring_abort(const struct mi_ring_view *view, uint64_t position)
 {
-    /* If nobody reserved after this record, give its room back by moving
-     * `tail` back (consumers never pass a WRITING record, so none is past
-     * it); otherwise it becomes padding that consumers skip.  Without this,
-     * discarded loans on a queue nobody reads would fill it. */
-    struct mi_ring *ring = view->ring;
-    struct mi_record *record = record_at(view, position);
-    uint64_t span;
-    if (record_span(view, position, MI_RECORD_WRITING, &span) != MI_OK
-        || mi_load_relaxed_u32(&record->state) != MI_RECORD_WRITING)
-        return MI_CORRUPT;
-    /* One try at the lock, never a wait: if it is busy (or forged), pad. */
-    struct mi_wait wait = {.deadline_ns = 0, .spin_ns = 0, .next_check_ns = INT64_MAX};
-    if (lock_side(view, &ring->producer_lock, &wait) == MI_OK) {
-        int rolled_back = mi_cas_acq_rel_u64(&ring->tail, position + span, position);
-        if (rolled_back)
-            mi_store_release_u32(&record->state, MI_RECORD_PADDING);
-        unlock_side(view, &ring->producer_lock);
-        if (rolled_back) {
-            announce(&ring->space_sequence, &ring->producers_asleep, INT_MAX);
-            return MI_OK;
-        }
-    }
+    /* The record becomes padding.  Its room comes back when `head` passes
+     * it: consumers skip it, and a producer that finds the ring full skips
+     * padding at `head` itself (skip_padding), so discarded loans cannot fill
+     * a queue nobody reads.  (Moving `tail` back instead let a receiver that
+     * read the padding skip a new record reserved at the same place.) */
     return finish(view, position, MI_RECORD_PADDING);
 }
 
@@ -382,22 +392,17 @@ int mi_ring_claim(const struct mi_ring_view *view, struct mi_wait *wait, uint64_
                 return MI_CORRUPT;
             }
             if (record_span(view, head, state, &span) != MI_OK || span > tail - head) {
-                /* A producer may have given a discarded loan back (moved
-                 * `tail` back, see mi_ring_abort) after we read `tail`, and
-                 * reserved again: what we read is stale, not corrupt, if
-                 * `tail` moved meanwhile. */
-                if (mi_load_acquire_u64(&ring->tail) != tail)
+                /* What we read may be stale if a cursor moved meanwhile (a
+                 * producer skipping padding moves `head`, and may then reuse
+                 * the room before publishing a new `tail`). */
+                if (mi_load_acquire_u64(&ring->tail) != tail || mi_load_acquire_u64(&ring->head) != head)
                     continue;
                 unlock_side(view, &ring->consumer_lock);
                 return MI_CORRUPT;
             }
-            /* acquire (paired with mi_ring_abort's order: tail moved back
-             * first, then the record marked): a record we saw marked may
-             * belong to a reservation that was given back. */
-            if (mi_load_acquire_u64(&ring->tail) < head + span)
-                continue;
             if (state == MI_RECORD_PADDING) {
-                mi_store_release_u64(&ring->head, head + span);
+                /* acq_rel CAS, not a store: a producer may skip the same padding (skip_padding). */
+                mi_cas_acq_rel_u64(&ring->head, head, head + span);
                 continue;
             }
             if (state == MI_RECORD_WRITING) {
@@ -420,7 +425,13 @@ int mi_ring_claim(const struct mi_ring_view *view, struct mi_wait *wait, uint64_
             write_identity(record, me);
             /* release: our identity is in place before anyone sees READING. */
             mi_store_release_u32(&record->state, MI_RECORD_READING);
-            mi_store_release_u64(&ring->head, head + span);
+            /* A producer only moves head over PADDING, never over this
+             * COMMITTED record, so this CAS should not fail; if head moved
+             * anyway, our reads were stale: give the record back, retry. */
+            if (!mi_cas_acq_rel_u64(&ring->head, head, head + span)) {
+                mi_store_release_u32(&record->state, MI_RECORD_COMMITTED); /* not ours after all */
+                continue;
+            }
             unlock_side(view, &ring->consumer_lock);
             *position = head;
             *length = mi_load_relaxed_u32(&record->length);
@@ -442,6 +453,8 @@ int mi_ring_claim(const struct mi_ring_view *view, struct mi_wait *wait, uint64_
 
 int mi_ring_release(const struct mi_ring_view *view, uint64_t position)
 {
+    if (position % MI_RECORD_HEADER != 0)
+        return MI_CORRUPT;
     struct mi_record *record = record_at(view, position);
     uint64_t span;
     if (record_span(view, position, MI_RECORD_READING, &span) != MI_OK)

@@ -98,9 +98,9 @@ int mi_rwlock_acquire_read(struct mi_rwlock *rwlock, struct mi_wait *wait, int *
             }
         }
         if (budget > 0 && !wait->slept) {
-            int ready = MI_SPIN_UNTIL(&rwlock->gate, value, value == 0, budget);
-            if (wait->spin_ns < 0 && ready)
-                mi_spin_learn(&rwlock->spin_estimate, 0, 1);
+            int yielded = 0;
+            int ready = MI_SPIN_UNTIL(&rwlock->gate, value, value == 0, budget, yielded);
+            MI_SPIN_LEARN(&rwlock->spin_estimate, wait, ready, yielded);
             budget = 0;
             if (ready)
                 continue;

@@ -31,9 +31,9 @@ int mi_semaphore_acquire(struct mi_semaphore *semaphore, struct mi_wait *wait)
         goto acquired;
     int64_t budget = mi_spin_budget(wait, &semaphore->spin_estimate);
     if (budget > 0 && !wait->slept) {
-        int ready = MI_SPIN_UNTIL(&semaphore->value, value, value > 0 && try_take(semaphore), budget);
-        if (wait->spin_ns < 0 && ready)
-            mi_spin_learn(&semaphore->spin_estimate, 0, 1);
+        int yielded = 0;
+        int ready = MI_SPIN_UNTIL(&semaphore->value, value, value > 0 && try_take(semaphore), budget, yielded);
+        MI_SPIN_LEARN(&semaphore->spin_estimate, wait, ready, yielded);
         if (ready)
             goto acquired;
     }

@@ -23,6 +23,8 @@ static inline void mi_cpu_relax(void)
 static inline int64_t mi_spin_budget(const struct mi_wait *wait, const uint32_t *estimate)
 {
     int64_t budget = wait->spin_ns;
+    if (budget != 0 && mi_self_get()->usable_cpus <= 1)
+        return 0; /* spinning on the only usable CPU only delays the partner */
     if (budget < 0) {
         /* relaxed: a hint; any value is safe after clamping. */
         budget = mi_load_relaxed_u32(estimate);
@@ -80,10 +82,11 @@ static inline void mi_spin_learn_wait(uint32_t *estimate, const struct mi_wait *
 /* Pause-spin until *word satisfies `ready(word value)` or the budget runs
  * out; past half the budget, yield the CPU between checks so that on an
  * oversubscribed machine the holder gets to run.  Returns 1 if ready. */
-#define MI_SPIN_UNTIL(word_pointer, value_name, condition, budget_ns)                   \
+#define MI_SPIN_UNTIL(word_pointer, value_name, condition, budget_ns, yielded_out)                 \
     ({                                                                                            \
         int ready_ = 0;                                                                           \
         int64_t start_ = mi_monotonic_ns(), now_ = start_;                                        \
+        (yielded_out) = 0;                                                                        \
         for (unsigned iteration_ = 0; (budget_ns) > 0; iteration_++) {                            \
             uint32_t value_name = mi_load_relaxed_u32(word_pointer);                              \
             if (condition) {                                                                      \
@@ -94,12 +97,24 @@ static inline void mi_spin_learn_wait(uint32_t *estimate, const struct mi_wait *
                 now_ = mi_monotonic_ns();                                                         \
                 if (now_ - start_ >= (budget_ns))                                                 \
                     break;                                                                        \
-                if (now_ - start_ >= (budget_ns) / 2)                                             \
+                if (now_ - start_ >= (budget_ns) / 2) {                                           \
                     sched_yield();                                                                \
+                    (yielded_out) = 1;                                                            \
+                }                                                                                 \
             }                                                                                     \
             mi_cpu_relax();                                                                       \
         }                                                                                         \
         ready_;                                                                                   \
     })
+
+/* Learn from a spin: caught without yielding is a success; caught only after
+ * yielding the CPU means the partner needed our CPU to run (both on one
+ * core, or an oversubscribed machine), so spinning cost more than it saved:
+ * count it as a long wait. */
+#define MI_SPIN_LEARN(estimate, wait, ready, yielded)                                              \
+    do {                                                                                          \
+        if ((wait)->spin_ns < 0 && (ready))                                                       \
+            mi_spin_learn((estimate), (yielded) ? MI_SPIN_DEFAULT_MAX_NS + 1 : 0, !(yielded));     \
+    } while (0)
 
 #endif
