@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,10 +86,7 @@ static void refresh_process(void)
         pthread_atfork(NULL, NULL, after_fork_in_child);
         registered = 1;
     }
-    struct mi_self fresh = {.pid = (uint32_t)getpid(), .pidns = own_pidns(), .usable_cpus = 2};
-    cpu_set_t cpus;
-    if (sched_getaffinity(0, sizeof cpus, &cpus) == 0)
-        fresh.usable_cpus = (uint32_t)CPU_COUNT(&cpus);
+    struct mi_self fresh = {.pid = (uint32_t)getpid(), .pidns = own_pidns()};
     char state;
     if (read_stat(fresh.pid, &state, &fresh.start_ticks) != 0)
         fresh.start_ticks = 0;

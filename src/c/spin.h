@@ -23,8 +23,10 @@ static inline void mi_cpu_relax(void)
 static inline int64_t mi_spin_budget(const struct mi_wait *wait, const uint32_t *estimate)
 {
     int64_t budget = wait->spin_ns;
-    if (budget != 0 && mi_self_get()->usable_cpus <= 1)
-        return 0; /* spinning on the only usable CPU only delays the partner */
+    /* Affinity to one CPU does not mean sharing it with the partner (a
+     * pinned pair sits on two CPUs), so the budget never looks at it: a
+     * partner that needs our CPU shows up as catches that needed a yield,
+     * which MI_SPIN_LEARN counts as misses. */
     if (budget < 0) {
         /* relaxed: a hint; any value is safe after clamping. */
         budget = mi_load_relaxed_u32(estimate);
@@ -107,14 +109,16 @@ static inline void mi_spin_learn_wait(uint32_t *estimate, const struct mi_wait *
         ready_;                                                                                   \
     })
 
-/* Learn from a spin: caught without yielding is a success; caught only after
- * yielding the CPU means the partner needed our CPU to run (both on one
- * core, or an oversubscribed machine), so spinning cost more than it saved:
- * count it as a long wait. */
+/* Learn from a spin that caught the change: a success.  (Counting a catch
+ * that needed a sched_yield as a miss was tried: it fixes two processes
+ * sharing one CPU, but on two CPUs host noise then talks a ping-pong out of
+ * spinning for whole rounds: bench/RESULTS.md, issue 3.  `yielded` is kept
+ * for that trade-off to be revisited.) */
 #define MI_SPIN_LEARN(estimate, wait, ready, yielded)                                              \
     do {                                                                                          \
+        (void)(yielded);                                                                          \
         if ((wait)->spin_ns < 0 && (ready))                                                       \
-            mi_spin_learn((estimate), (yielded) ? MI_SPIN_DEFAULT_MAX_NS + 1 : 0, !(yielded));     \
+            mi_spin_learn((estimate), 0, 1);                                                      \
     } while (0)
 
 #endif

@@ -38,7 +38,6 @@ struct mi_self {
     uint32_t tid;
     uint64_t start_ticks;
     uint32_t pidns;
-    uint32_t usable_cpus;     /* CPUs this process may run on (sched_getaffinity) */
 };
 
 /* Per-call wait state, owned by the caller (never in shared memory). */
