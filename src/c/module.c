@@ -32,14 +32,19 @@
 
 /* ---- errors ------------------------------------------------------------ */
 
-static PyObject *corrupt_error_type(void)
+/* Raise memipc's own `type_name` (from memipc._errors) with a formatted
+ * message; always returns NULL.  The error classes live in Python, so the
+ * one lookup happens here, not at every call site. */
+static PyObject *raise_memipc_error(const char *type_name, const char *format, const char *what)
 {
     PyObject *module = PyImport_ImportModule("memipc._errors");
-    if (module == NULL)
-        return NULL;
-    PyObject *type = PyObject_GetAttrString(module, "CorruptRegionError");
-    Py_DECREF(module);
-    return type;
+    PyObject *type = module == NULL ? NULL : PyObject_GetAttrString(module, type_name);
+    Py_XDECREF(module);
+    if (type != NULL) {
+        PyErr_Format(type, format, what);
+        Py_DECREF(type);
+    }
+    return NULL;
 }
 
 /* The one place a result becomes an exception.  Returns NULL for convenience. */
@@ -55,14 +60,9 @@ static PyObject *raise_for_result(enum mi_result result, const char *what)
         if (!PyErr_Occurred())
             PyErr_SetFromErrno(PyExc_InterruptedError);
         break;
-    case MI_CORRUPT: {
-        PyObject *type = corrupt_error_type();
-        if (type != NULL) {
-            PyErr_Format(type, "%s: shared state failed validation", what);
-            Py_DECREF(type);
-        }
+    case MI_CORRUPT:
+        raise_memipc_error("CorruptRegionError", "%s: shared state failed validation", what);
         break;
-    }
     case MI_ERRNO: {
         int saved = errno;
         PyObject *message = PyUnicode_FromString(what);
@@ -683,13 +683,7 @@ static void sync_dealloc(SyncHandle *self)
 static void *sync_object(SyncHandle *self, uint32_t kind, const char *what)
 {
     if (!self->open) {
-        PyObject *module = PyImport_ImportModule("memipc._errors");
-        PyObject *closed = module == NULL ? NULL : PyObject_GetAttrString(module, "ClosedError");
-        Py_XDECREF(module);
-        if (closed != NULL) {
-            PyErr_Format(closed, "%s: this handle is closed; open the object again", what);
-            Py_DECREF(closed);
-        }
+        raise_memipc_error("ClosedError", "%s: this handle is closed; open the object again", what);
         return NULL;
     }
     if (self->kind != kind) {
@@ -1001,13 +995,7 @@ static void ring_dealloc(RingHandle *self)
 static const struct mi_ring_view *ring_live(RingHandle *self, const char *what)
 {
     if (!self->open) {
-        PyObject *module = PyImport_ImportModule("memipc._errors");
-        PyObject *closed = module == NULL ? NULL : PyObject_GetAttrString(module, "ClosedError");
-        Py_XDECREF(module);
-        if (closed != NULL) {
-            PyErr_Format(closed, "%s: this queue handle is closed; open the queue again", what);
-            Py_DECREF(closed);
-        }
+        raise_memipc_error("ClosedError", "%s: this queue handle is closed; open the queue again", what);
         return NULL;
     }
     if (mi_sync_check_tag(&self->ring.ring->head_block, MI_KIND_QUEUE) != MI_OK) {
@@ -1019,16 +1007,9 @@ static const struct mi_ring_view *ring_live(RingHandle *self, const char *what)
 
 static PyObject *raise_for_ring(int result, const char *what)
 {
-    if (result == MI_TOO_LARGE) {
-        PyObject *module = PyImport_ImportModule("memipc._errors");
-        PyObject *type = module == NULL ? NULL : PyObject_GetAttrString(module, "MessageTooLargeError");
-        Py_XDECREF(module);
-        if (type != NULL) {
-            PyErr_Format(type, "%s: the message is larger than the queue's max_message", what);
-            Py_DECREF(type);
-        }
-        return NULL;
-    }
+    if (result == MI_TOO_LARGE)
+        return raise_memipc_error("MessageTooLargeError", "%s: the message is larger than the queue's max_message",
+                                  what);
     return raise_for_sync(result, what);
 }
 
