@@ -55,6 +55,14 @@ static inline uint64_t mi_fetch_add_relaxed_u64(uint64_t *p, uint64_t v) { retur
  * "announce sleep, then re-check"), which acquire/release alone does not. */
 static inline void mi_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
+/* Seqlock fences.  acquire: the (relaxed) reads of data before it happen
+ * before a later re-check of the word guarding that data, so "the guard did
+ * not move" proves the data was not overwritten while we read it.  release:
+ * a guard stored before it is visible before (relaxed) writes of data after
+ * it, so a reader that sees the new data also sees the moved guard. */
+static inline void mi_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+static inline void mi_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
+
 static inline uint32_t mi_exchange_acq_rel_u32(uint32_t *p, uint32_t v) { return __atomic_exchange_n(p, v, __ATOMIC_ACQ_REL); }
 
 #endif

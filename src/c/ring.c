@@ -193,7 +193,7 @@ static int advance_release(const struct mi_ring_view *view, int check_dead)
         if (release >= head)
             return MI_OK; /* nothing to pass over, or others already advanced past our head */
         uint64_t next = release;
-        int stale = 0;
+        int inconsistent = 0;
         while (next < head) {
             struct mi_record *record = record_at(view, next);
             uint32_t state = mi_load_acquire_u32(&record->state);
@@ -207,22 +207,24 @@ static int advance_release(const struct mi_ring_view *view, int check_dead)
             }
             if (state != MI_RECORD_CONSUMED && state != MI_RECORD_PADDING)
                 break;
-            if (record_span(view, next, state, &span) != MI_OK) {
-                /* Another process may have advanced `release` past this
-                 * record while we walked, and a producer reused the room:
-                 * only a header that is wrong while `release` stands still
-                 * is corruption. */
-                stale = mi_load_acquire_u64(&ring->release) != release;
-                if (!stale)
-                    return MI_CORRUPT;
+            if (record_span(view, next, state, &span) != MI_OK || span > head - next) {
+                inconsistent = 1;
                 break;
             }
             next += span;
         }
-        if (stale)
+        if (inconsistent) {
+            mi_fence_acquire(); /* the header reads above happen before this re-check */
+            /* Another process may have advanced `release` past these records
+             * while we walked, and a producer may be writing a new header
+             * over one of them (length first, so a header can read as old
+             * state and position with the new length).  Only a header that
+             * is wrong while `release` stands still is corruption: no
+             * producer writes at or above an unchanged `release`. */
+            if (mi_load_acquire_u64(&ring->release) == release)
+                return MI_CORRUPT;
             continue;
-        if (next > head)
-            return MI_CORRUPT;
+        }
         if (next == release)
             return MI_OK;
         /* acq_rel: producers that see the new release may overwrite the space. */
@@ -387,16 +389,18 @@ int mi_ring_claim(const struct mi_ring_view *view, struct mi_wait *wait, uint64_
             struct mi_record *record = record_at(view, head);
             uint32_t state = mi_load_acquire_u32(&record->state);
             uint64_t span;
-            if (state != MI_RECORD_WRITING && state != MI_RECORD_COMMITTED && state != MI_RECORD_PADDING) {
-                unlock_side(view, &ring->consumer_lock);
-                return MI_CORRUPT;
-            }
-            if (record_span(view, head, state, &span) != MI_OK || span > tail - head) {
-                /* What we read may be stale if a cursor moved meanwhile (a
-                 * producer skipping padding moves `head`, and may then reuse
-                 * the room before publishing a new `tail`). */
-                if (mi_load_acquire_u64(&ring->tail) != tail || mi_load_acquire_u64(&ring->head) != head)
-                    continue;
+            int allowed = state == MI_RECORD_WRITING || state == MI_RECORD_COMMITTED || state == MI_RECORD_PADDING;
+            int valid = allowed && record_span(view, head, state, &span) == MI_OK && span <= tail - head;
+            /* Even under the consumer lock `head` can move: a producer that
+             * found the ring full skips padding at the head, and may then
+             * reuse that room, so the bytes we read may be a newer header or
+             * the middle of a newer payload.  They are this record's header
+             * only if `head` still stands here after reading them (room at
+             * or above `head` is never reused). */
+            mi_fence_acquire();
+            if (mi_load_acquire_u64(&ring->head) != head)
+                continue;
+            if (!valid) {
                 unlock_side(view, &ring->consumer_lock);
                 return MI_CORRUPT;
             }
