@@ -23,7 +23,7 @@ setup(
             "memipc._core",
             sources=[
                 "src/c/module.c", "src/c/futex.c", "src/c/ofd.c", "src/c/proc.c", "src/c/mutex.c",
-                "src/c/semaphore.c", "src/c/event.c", "src/c/rwlock.c", "src/c/ring.c",
+                "src/c/semaphore.c", "src/c/event.c", "src/c/rwlock.c", "src/c/ring.c", "src/c/wait.c", "src/c/bus.c",
             ],
             depends=[
                 "src/c/atomic.h", "src/c/futex.h", "src/c/layout.h", "src/c/ofd.h", "src/c/result.h",

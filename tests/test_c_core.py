@@ -19,7 +19,7 @@ SOURCES = [ROOT / "src/c/futex.c", ROOT / "src/c/ofd.c", ROOT / "tests/c/test_co
 
 
 SANITIZED = os.environ.get("MEMIPC_SANITIZE") == "1"
-RING_SOURCES = [ROOT / f"src/c/{name}.c" for name in ("ring", "mutex", "proc", "futex")]
+RING_SOURCES = [ROOT / f"src/c/{name}.c" for name in ("ring", "wait", "mutex", "proc", "futex")]
 
 
 def build(sources: list[Path], binary: Path) -> None:

@@ -9,9 +9,10 @@ import pytest
 
 import memipc
 from memipc import _names
+from memipc._channels import _pubsub, _queue
 
 # Public classes set __module__ = 'memipc', so their examples are found through memipc.
-MODULES = [memipc, _names]
+MODULES = [memipc, _names, _pubsub, _queue]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

@@ -25,7 +25,7 @@
 #define MI_MAGIC UINT64_C(0x0A4350494D454D89)
 
 /* Bump when a field changes meaning without changing any offset or size. */
-#define MI_LAYOUT_REVISION 5u
+#define MI_LAYOUT_REVISION 6u
 
 #define MI_HEADER_BYTES 4096u          /* the header occupies the first page */
 #define MI_NAME_CAPACITY 256u          /* bytes for the (scope-qualified) name */
@@ -532,6 +532,166 @@ MI_ROW(mi_ring, drops, 552);
 MI_ROW(mi_ring, lost_reads, 560);
 _Static_assert(sizeof(struct mi_ring) == 1024, "mi_ring size");
 
+/* ---- Publish/subscribe bus (kind PUBSUB) ---------------------------------
+ *
+ * One segment: the control block (1024 bytes), MI_BUS_SLOTS subscriber slots
+ * (64 bytes each), then `capacity` bytes of records.  The protocol and why
+ * it is safe: bus.c and docs/design/pubsub.md.
+ *
+ * Bus record header (32 bytes; the payload follows, records 32-byte aligned):
+ *
+ *  offset size field      who writes / notes
+ *  ------ ---- ---------- -----------------------------------------------------
+ *       0    8 position   publisher; the record's own position (a stale or
+ *                         forged header fails this check)
+ *       8    8 sequence   publisher; messages published before this one
+ *      16    4 length     publisher; payload bytes (PADDING: to the ring's end)
+ *      20    4 kind       publisher; MI_BUS_MESSAGE or MI_BUS_PADDING
+ *      24    8 reserved   zero
+ */
+#define MI_BUS_MESSAGE 1u
+#define MI_BUS_PADDING 2u
+#define MI_BUS_SLOTS 128u
+#define MI_BUS_OVERWRITE 1u
+
+struct mi_bus_record {
+    uint64_t position;
+    uint64_t sequence;
+    uint32_t length;
+    uint32_t kind;
+    uint64_t reserved;
+};
+
+/* Subscriber slot (64 bytes).  Free while `identity` is 0; a subscriber
+ * claims it with a CAS under the publisher lock and frees it on close; a
+ * waiting publisher frees the slots of subscribers that died.
+ *
+ *  offset size field      who writes / notes
+ *  ------ ---- ---------- -----------------------------------------------------
+ *       0    8 identity   (atomic) subscriber; MI_IDENTITY(pid, start), 0 = free
+ *       8    4 pidns      subscriber; see proc.c
+ *      12    4 pid        subscriber; for display
+ *      16    8 cursor     (atomic) subscriber; next position it will read
+ *      24    8 received   (relaxed) subscriber; messages read    — stats
+ *      32    8 missed     (relaxed) subscriber; messages skipped — stats
+ *      40    8 bytes      (relaxed) subscriber; payload bytes read — stats
+ *      48    8 start_ticks subscriber; full process start time (display)
+ *      56    8 next_sequence (relaxed) subscriber; sequence it expects next (lag)
+ */
+struct mi_bus_slot {
+    uint64_t identity;
+    uint32_t pidns;
+    uint32_t pid;
+    uint64_t cursor;
+    uint64_t received;
+    uint64_t missed;
+    uint64_t bytes;
+    uint64_t start_ticks;
+    uint64_t next_sequence;
+};
+
+/* Bus control block (1024 bytes).
+ *
+ *  offset size field              who writes / notes
+ *  ------ ---- ------------------ ----------------------------------------------
+ *       0   32 head_block         struct mi_sync_head (tag MI_TAG(PUBSUB), flags MI_BUS_*)
+ *      32    8 capacity           creator; power of two
+ *      40    8 max_message        creator; <= capacity / 2 - MI_RECORD_HEADER
+ *      48    8 data_offset        creator; == 1024 + 64 * MI_BUS_SLOTS
+ *      56    4 slots              creator; == MI_BUS_SLOTS
+ *      60    4 slots_used         (atomic) joiners, under the publisher lock;
+ *                                 1 + highest slot ever claimed (scan bound)
+ *      64   24 publisher_lock     struct mi_owned: one publisher writes at a time
+ *     128    8 tail               (atomic) publisher; end of the published records
+ *     136    8 oldest             (atomic) publisher; first record still intact;
+ *                                 moved *before* its room is overwritten
+ *     144    8 floor              publisher, under the lock; <= every live cursor
+ *     152    8 next_sequence      publisher, under the lock; messages published
+ *     192    4 data_sequence      (atomic) futex word subscribers sleep on
+ *     196    4 subscribers_asleep (atomic)
+ *     200    4 subscriber_spin    (relaxed) adaptive spin estimate
+ *     256    4 space_sequence     (atomic) futex word a blocked publisher sleeps on
+ *     260    4 publishers_waiting (atomic) publishers waiting for room
+ *     264    4 publisher_spin     (relaxed) adaptive spin estimate
+ *     268    4 publishers_asleep  (atomic) publishers in futex_wait
+ *     320    8 sent               (relaxed) messages published         — stats
+ *     328    8 bytes_sent         (relaxed)                            — stats
+ *     336    8 waits              (relaxed) sends that waited for room — stats
+ *     344    8 subscribers_lost   (relaxed) dead subscribers released  — stats
+ *     352    8 joins              (relaxed) subscribers that joined    — stats
+ *     360  664 reserved           zero
+ */
+struct mi_bus {
+    struct mi_sync_head head_block;
+    uint64_t capacity;
+    uint64_t max_message;
+    uint64_t data_offset;
+    uint32_t slots;
+    uint32_t slots_used;
+    struct mi_owned publisher_lock;
+    uint8_t pad1[40];
+    uint64_t tail;
+    uint64_t oldest;
+    uint64_t floor;
+    uint64_t next_sequence;
+    uint8_t pad2[32];
+    uint32_t data_sequence;
+    uint32_t subscribers_asleep;
+    uint32_t subscriber_spin;
+    uint8_t pad3[52];
+    uint32_t space_sequence;
+    uint32_t publishers_waiting;
+    uint32_t publisher_spin;
+    uint32_t publishers_asleep;
+    uint8_t pad4[48];
+    uint64_t sent;
+    uint64_t bytes_sent;
+    uint64_t waits;
+    uint64_t subscribers_lost;
+    uint64_t joins;
+    uint8_t reserved[664];
+};
+
+MI_ROW(mi_bus_record, position, 0);
+MI_ROW(mi_bus_record, sequence, 8);
+MI_ROW(mi_bus_record, length, 16);
+MI_ROW(mi_bus_record, kind, 20);
+_Static_assert(sizeof(struct mi_bus_record) == MI_RECORD_HEADER, "mi_bus_record size");
+MI_ROW(mi_bus_slot, identity, 0);
+MI_ROW(mi_bus_slot, pidns, 8);
+MI_ROW(mi_bus_slot, pid, 12);
+MI_ROW(mi_bus_slot, cursor, 16);
+MI_ROW(mi_bus_slot, received, 24);
+MI_ROW(mi_bus_slot, missed, 32);
+MI_ROW(mi_bus_slot, bytes, 40);
+MI_ROW(mi_bus_slot, start_ticks, 48);
+MI_ROW(mi_bus_slot, next_sequence, 56);
+_Static_assert(sizeof(struct mi_bus_slot) == 64, "mi_bus_slot size");
+MI_ROW(mi_bus, capacity, 32);
+MI_ROW(mi_bus, max_message, 40);
+MI_ROW(mi_bus, data_offset, 48);
+MI_ROW(mi_bus, slots, 56);
+MI_ROW(mi_bus, slots_used, 60);
+MI_ROW(mi_bus, publisher_lock, 64);
+MI_ROW(mi_bus, tail, 128);
+MI_ROW(mi_bus, oldest, 136);
+MI_ROW(mi_bus, floor, 144);
+MI_ROW(mi_bus, next_sequence, 152);
+MI_ROW(mi_bus, data_sequence, 192);
+MI_ROW(mi_bus, subscribers_asleep, 196);
+MI_ROW(mi_bus, subscriber_spin, 200);
+MI_ROW(mi_bus, space_sequence, 256);
+MI_ROW(mi_bus, publishers_waiting, 260);
+MI_ROW(mi_bus, publisher_spin, 264);
+MI_ROW(mi_bus, publishers_asleep, 268);
+MI_ROW(mi_bus, sent, 320);
+MI_ROW(mi_bus, bytes_sent, 328);
+MI_ROW(mi_bus, waits, 336);
+MI_ROW(mi_bus, subscribers_lost, 344);
+MI_ROW(mi_bus, joins, 352);
+_Static_assert(sizeof(struct mi_bus) == 1024, "mi_bus size");
+#define MI_BUS_DATA_OFFSET (sizeof(struct mi_bus) + MI_BUS_SLOTS * sizeof(struct mi_bus_slot))
+
 /* Derived from the layout: any change of a size or offset above changes it. */
 #define MI_ABI_VERSION                                                                      \
     ((uint32_t)(((MI_LAYOUT_REVISION & 0xffu) << 24)                                        \
@@ -540,7 +700,8 @@ _Static_assert(sizeof(struct mi_ring) == 1024, "mi_ring size");
                     ^ (offsetof(struct mi_region_header, path) << 7) ^ (MI_ATTACH_SLOTS << 17)  \
                     ^ (sizeof(struct mi_rwlock) << 3) ^ (sizeof(struct mi_owned) << 15)        \
                     ^ (offsetof(struct mi_rwlock, readers) << 9) ^ (sizeof(struct mi_ring) << 5)   \
-                    ^ (offsetof(struct mi_ring, release) << 11))                               \
+                    ^ (offsetof(struct mi_ring, release) << 11) ^ (sizeof(struct mi_bus) << 1)       \
+                    ^ (offsetof(struct mi_bus, oldest) << 6) ^ (MI_BUS_SLOTS << 4))                   \
                    & 0xffffffu)))
 
 #endif

@@ -21,6 +21,7 @@
 #include <stddef.h>
 
 #include "atomic.h"
+#include "bus.h"
 #include "futex.h"
 #include "layout.h"
 #include "ofd.h"
@@ -1644,6 +1645,41 @@ static PyObject *offsets_table(void)
         || ROW(table, mi_ring, bytes_sent) < 0 || ROW(table, mi_ring, bytes_received) < 0
         || ROW(table, mi_ring, waits) < 0 || ROW(table, mi_ring, drops) < 0 || ROW(table, mi_ring, lost_reads) < 0
         || add_row(table, "mi_ring", 0, sizeof(struct mi_ring)) < 0
+        || ROW(table, mi_bus_record, position) < 0
+        || ROW(table, mi_bus_record, sequence) < 0
+        || ROW(table, mi_bus_record, length) < 0
+        || ROW(table, mi_bus_record, kind) < 0
+        || ROW(table, mi_bus_slot, identity) < 0
+        || ROW(table, mi_bus_slot, pidns) < 0
+        || ROW(table, mi_bus_slot, pid) < 0
+        || ROW(table, mi_bus_slot, cursor) < 0
+        || ROW(table, mi_bus_slot, received) < 0
+        || ROW(table, mi_bus_slot, missed) < 0
+        || ROW(table, mi_bus_slot, bytes) < 0
+        || ROW(table, mi_bus_slot, start_ticks) < 0
+        || ROW(table, mi_bus_slot, next_sequence) < 0
+        || add_row(table, "mi_bus_slot", 0, sizeof(struct mi_bus_slot)) < 0
+        || ROW(table, mi_bus, capacity) < 0
+        || ROW(table, mi_bus, max_message) < 0
+        || ROW(table, mi_bus, data_offset) < 0
+        || ROW(table, mi_bus, slots) < 0
+        || ROW(table, mi_bus, slots_used) < 0
+        || ROW(table, mi_bus, publisher_lock) < 0
+        || ROW(table, mi_bus, tail) < 0
+        || ROW(table, mi_bus, oldest) < 0
+        || ROW(table, mi_bus, floor) < 0
+        || ROW(table, mi_bus, next_sequence) < 0
+        || ROW(table, mi_bus, data_sequence) < 0
+        || ROW(table, mi_bus, subscribers_asleep) < 0
+        || ROW(table, mi_bus, space_sequence) < 0
+        || ROW(table, mi_bus, publishers_waiting) < 0
+        || ROW(table, mi_bus, publishers_asleep) < 0
+        || ROW(table, mi_bus, sent) < 0
+        || ROW(table, mi_bus, bytes_sent) < 0
+        || ROW(table, mi_bus, waits) < 0
+        || ROW(table, mi_bus, subscribers_lost) < 0
+        || ROW(table, mi_bus, joins) < 0
+        || add_row(table, "mi_bus", 0, sizeof(struct mi_bus)) < 0
         || add_row(table, "mi_region_header", 0, sizeof(struct mi_region_header)) < 0
         || add_row(table, "mi_attach_slot", 0, sizeof(struct mi_attach_slot)) < 0) {
         Py_DECREF(table);
@@ -1651,6 +1687,427 @@ static PyObject *offsets_table(void)
     }
     return table;
 }
+
+/* ---- Bus: a handle on one Publisher/Subscriber ring -----------------------
+ *
+ * One handle is one publisher and/or one subscriber: a subscriber's cursor
+ * lives here (the shared slot only mirrors it).  Parameters are validated
+ * once at construction (mi_bus_validate).
+ */
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;
+    struct mi_bus_view bus;
+    struct mi_bus_cursor cursor;
+    int joined;
+    int loaned; /* between reserve and commit/abort: this handle holds the publisher lock */
+    int open;
+} BusHandle;
+
+static PyObject *bus_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"buffer", "offset", NULL};
+    PyObject *buffer;
+    Py_ssize_t offset;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "On:Bus", keywords, &buffer, &offset))
+        return NULL;
+    BusHandle *self = (BusHandle *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    if (PyObject_GetBuffer(buffer, &self->view, PyBUF_WRITABLE) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->open = 1;
+    struct mi_bus *bus = sync_address(&self->view, offset, sizeof(struct mi_bus), MI_KIND_PUBSUB, "Publisher");
+    if (bus == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    if (mi_bus_validate(bus, (uint64_t)(self->view.len - offset), &self->bus) != MI_OK) {
+        raise_for_result(MI_CORRUPT, "Publisher/Subscriber: ring parameters");
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->cursor.slot = UINT32_MAX;
+    return (PyObject *)self;
+}
+
+static void bus_release_all(BusHandle *self)
+{
+    if (!self->open)
+        return;
+    if (self->loaned) {
+        mi_bus_abort(&self->bus);
+        self->loaned = 0;
+    }
+    if (self->joined) {
+        mi_bus_leave(&self->bus, &self->cursor);
+        self->joined = 0;
+    }
+    self->open = 0;
+    PyBuffer_Release(&self->view);
+}
+
+static void bus_dealloc(BusHandle *self)
+{
+    bus_release_all(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static const struct mi_bus_view *bus_live(BusHandle *self, const char *what)
+{
+    if (!self->open) {
+        raise_memipc_error("ClosedError", "%s: this handle is closed; open the channel again", what);
+        return NULL;
+    }
+    if (mi_sync_check_tag(&self->bus.bus->head_block, MI_KIND_PUBSUB) != MI_OK) {
+        raise_for_result(MI_CORRUPT, what);
+        return NULL;
+    }
+    return &self->bus;
+}
+
+static PyObject *raise_for_bus(int result, const char *what)
+{
+    switch (result) {
+    case MI_BUS_TOO_LARGE:
+        return raise_memipc_error("MessageTooLargeError",
+                                  "%s: the message is larger than the channel's max_message; create it with a "
+                                  "larger capacity or max_message",
+                                  what);
+    case MI_BUS_NO_SLOT:
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s: all %u subscriber slots are taken by live subscribers; close one first", what,
+                     (unsigned)MI_BUS_SLOTS);
+        return NULL;
+    case MI_DEADLOCK:
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s: this thread has a loan open on this channel; finish the 'with pub.loan()' block first",
+                     what);
+        return NULL;
+    default:
+        return raise_for_sync(result, what);
+    }
+}
+
+struct bus_reserve_args {
+    const struct mi_bus_view *view;
+    uint64_t length;
+    uint64_t position;
+};
+
+static int op_bus_reserve(void *object, struct mi_wait *wait, int *out)
+{
+    struct bus_reserve_args *args = object;
+    int result = mi_bus_reserve(args->view, args->length, wait, &args->position);
+    *out = 0;
+    return result == MI_BUS_FULL ? MI_TIMEOUT : result;
+}
+
+/* Reserve with the caller's timeout: MI_OK (lock held), MI_TIMEOUT, -1 (exception). */
+static int bus_reserve_blocking(BusHandle *self, uint64_t length, PyObject *timeout, int64_t spin_ns,
+                                uint64_t *position)
+{
+    if (self->loaned) {
+        raise_for_bus(MI_DEADLOCK, "Publisher.send");
+        return -1;
+    }
+    if (length > self->bus.max_message) {
+        raise_for_bus(MI_BUS_TOO_LARGE, "Publisher.send");
+        return -1;
+    }
+    struct bus_reserve_args args = {&self->bus, length, 0};
+    struct mi_wait wait;
+    int unused;
+    int outcome = run_blocking(op_bus_reserve, &args, timeout, spin_ns, &unused, &wait, "Publisher.send");
+    *position = args.position;
+    return outcome;
+}
+
+/* send(data, timeout=None, spin=None) -> bool (False: no room at the timeout) */
+static PyObject *bus_send(BusHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("send", nargs, 1, 3) < 0)
+        return NULL;
+    const struct mi_bus_view *view = bus_live(self, "Publisher.send");
+    int64_t spin_ns;
+    if (view == NULL || parse_spin(nargs > 2 ? args[2] : Py_None, &spin_ns) < 0)
+        return NULL;
+    Py_buffer data;
+    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    uint64_t position;
+    int outcome = bus_reserve_blocking(self, (uint64_t)data.len, nargs > 1 ? args[1] : Py_None, spin_ns, &position);
+    PyObject *result = NULL;
+    if (outcome == MI_OK) {
+        copy_maybe_without_gil(mi_bus_payload(view, position), data.buf, (size_t)data.len);
+        int committed = mi_bus_commit(view, position);
+        result = committed == MI_OK ? Py_NewRef(Py_True) : raise_for_bus(committed, "Publisher.send");
+    } else if (outcome == MI_TIMEOUT) {
+        result = Py_NewRef(Py_False);
+    }
+    PyBuffer_Release(&data);
+    return result;
+}
+
+/* reserve(n, timeout=None, spin=None) -> (position, payload offset), or -1 (no room) */
+static PyObject *bus_reserve(BusHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("reserve", nargs, 1, 3) < 0)
+        return NULL;
+    const struct mi_bus_view *view = bus_live(self, "Publisher.loan");
+    int64_t spin_ns;
+    if (view == NULL || parse_spin(nargs > 2 ? args[2] : Py_None, &spin_ns) < 0)
+        return NULL;
+    Py_ssize_t length = PyLong_AsSsize_t(args[0]);
+    if (length == -1 && PyErr_Occurred())
+        return NULL;
+    if (length < 0) {
+        PyErr_SetString(PyExc_ValueError, "loan size must not be negative");
+        return NULL;
+    }
+    uint64_t position;
+    int outcome = bus_reserve_blocking(self, (uint64_t)length, nargs > 1 ? args[1] : Py_None, spin_ns, &position);
+    if (outcome == MI_TIMEOUT)
+        return PyLong_FromLong(-1);
+    if (outcome != MI_OK)
+        return NULL;
+    self->loaned = 1;
+    return Py_BuildValue("(KK)", (unsigned long long)position,
+                         (unsigned long long)(mi_bus_payload(view, position) - (char *)self->view.buf));
+}
+
+static PyObject *bus_commit(BusHandle *self, PyObject *position_object)
+{
+    uint64_t position;
+    if (as_u64(position_object, &position) < 0)
+        return NULL;
+    if (!self->open || !self->loaned) {
+        PyErr_SetString(PyExc_RuntimeError, "Publisher.loan: no loan is open on this handle");
+        return NULL;
+    }
+    self->loaned = 0;
+    int outcome = mi_bus_commit(&self->bus, position);
+    return outcome == MI_OK ? Py_NewRef(Py_None) : raise_for_bus(outcome, "Publisher.loan");
+}
+
+static PyObject *bus_abort(BusHandle *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->open && self->loaned) {
+        self->loaned = 0;
+        mi_bus_abort(&self->bus);
+    }
+    Py_RETURN_NONE;
+}
+
+struct bus_join_args {
+    const struct mi_bus_view *view;
+    int earliest;
+    struct mi_bus_cursor cursor;
+};
+
+static int op_bus_join(void *object, struct mi_wait *wait, int *out)
+{
+    struct bus_join_args *args = object;
+    int result = mi_bus_join(args->view, args->earliest, wait, &args->cursor);
+    /* run_blocking knows only sync results: report "no slot" through *out. */
+    *out = result == MI_BUS_NO_SLOT;
+    return *out ? MI_OK : result;
+}
+
+/* join(earliest, timeout=None) -> bool (False: a publisher held the lock past the timeout) */
+static PyObject *bus_join(BusHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("join", nargs, 1, 2) < 0)
+        return NULL;
+    const struct mi_bus_view *view = bus_live(self, "Subscriber");
+    if (view == NULL)
+        return NULL;
+    if (self->joined) {
+        PyErr_SetString(PyExc_RuntimeError, "Subscriber: this handle has already joined");
+        return NULL;
+    }
+    int earliest = PyObject_IsTrue(args[0]);
+    if (earliest < 0)
+        return NULL;
+    struct bus_join_args join = {view, earliest, {0}};
+    struct mi_wait wait;
+    int no_slot = 0;
+    int outcome = run_blocking(op_bus_join, &join, nargs > 1 ? args[1] : Py_None, MI_SPIN_ADAPTIVE, &no_slot, &wait,
+                               "Subscriber");
+    if (outcome == MI_TIMEOUT)
+        Py_RETURN_FALSE;
+    if (outcome != MI_OK)
+        return NULL;
+    if (no_slot)
+        return raise_for_bus(MI_BUS_NO_SLOT, "Subscriber");
+    self->cursor = join.cursor;
+    self->joined = 1;
+    Py_RETURN_TRUE;
+}
+
+struct bus_next_args {
+    const struct mi_bus_view *view;
+    struct mi_bus_cursor *cursor;
+    uint64_t position;
+    uint32_t length;
+    uint64_t sequence;
+};
+
+static int op_bus_next(void *object, struct mi_wait *wait, int *out)
+{
+    struct bus_next_args *args = object;
+    *out = 0;
+    int result = mi_bus_next(args->view, args->cursor, wait, &args->position, &args->length, &args->sequence);
+    return result == MI_BUS_EMPTY ? MI_TIMEOUT : result;
+}
+
+/* The next message (MI_OK), MI_TIMEOUT, or -1 with an exception set. */
+static int bus_next_blocking(BusHandle *self, PyObject *timeout, int64_t spin_ns, struct bus_next_args *next,
+                             const char *what)
+{
+    if (!self->joined) {
+        PyErr_Format(PyExc_RuntimeError, "%s: this handle is not a subscriber", what);
+        return -1;
+    }
+    *next = (struct bus_next_args){&self->bus, &self->cursor, 0, 0, 0};
+    struct mi_wait wait;
+    int unused;
+    return run_blocking(op_bus_next, next, timeout, spin_ns, &unused, &wait, what);
+}
+
+/* recv(timeout=None, spin=None) -> bytes, or None at the timeout */
+static PyObject *bus_recv(BusHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("recv", nargs, 0, 2) < 0)
+        return NULL;
+    const struct mi_bus_view *view = bus_live(self, "Subscriber.recv");
+    int64_t spin_ns;
+    if (view == NULL || parse_spin(nargs > 1 ? args[1] : Py_None, &spin_ns) < 0)
+        return NULL;
+    PyObject *timeout = nargs > 0 ? args[0] : Py_None;
+    for (;;) {
+        struct bus_next_args next;
+        int outcome = bus_next_blocking(self, timeout, spin_ns, &next, "Subscriber.recv");
+        if (outcome == MI_TIMEOUT)
+            Py_RETURN_NONE;
+        if (outcome != MI_OK)
+            return NULL;
+        PyObject *bytes = PyBytes_FromStringAndSize(NULL, next.length);
+        if (bytes == NULL)
+            return NULL;
+        copy_maybe_without_gil(PyBytes_AS_STRING(bytes), mi_bus_payload(view, next.position), next.length);
+        int done = mi_bus_done(view, &self->cursor, next.position, next.length, next.sequence);
+        if (done == MI_OK)
+            return bytes;
+        Py_DECREF(bytes);
+        if (done != MI_BUS_OVERRUN)
+            return raise_for_bus(done, "Subscriber.recv");
+        /* Overwritten while we copied: newer messages are there already. */
+    }
+}
+
+/* next(timeout=None, spin=None) -> (position, payload offset, length, sequence), or None */
+static PyObject *bus_next(BusHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("next", nargs, 0, 2) < 0)
+        return NULL;
+    const struct mi_bus_view *view = bus_live(self, "Subscriber.recv_view");
+    int64_t spin_ns;
+    if (view == NULL || parse_spin(nargs > 1 ? args[1] : Py_None, &spin_ns) < 0)
+        return NULL;
+    struct bus_next_args next;
+    int outcome = bus_next_blocking(self, nargs > 0 ? args[0] : Py_None, spin_ns, &next, "Subscriber.recv_view");
+    if (outcome == MI_TIMEOUT)
+        Py_RETURN_NONE;
+    if (outcome != MI_OK)
+        return NULL;
+    return Py_BuildValue("(KKIK)", (unsigned long long)next.position,
+                         (unsigned long long)(mi_bus_payload(view, next.position) - (char *)self->view.buf),
+                         next.length, (unsigned long long)next.sequence);
+}
+
+/* done(position, length, sequence) -> bool: False if the message was overwritten meanwhile */
+static PyObject *bus_done(BusHandle *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("done", nargs, 3, 3) < 0)
+        return NULL;
+    const struct mi_bus_view *view = bus_live(self, "Subscriber.recv_view");
+    uint64_t position, length, sequence;
+    if (view == NULL || as_u64(args[0], &position) < 0 || as_u64(args[1], &length) < 0
+        || as_u64(args[2], &sequence) < 0)
+        return NULL;
+    if (!self->joined) {
+        PyErr_SetString(PyExc_RuntimeError, "Subscriber.recv_view: this handle is not a subscriber");
+        return NULL;
+    }
+    if (length > UINT32_MAX)
+        return raise_for_bus(MI_CORRUPT, "Subscriber.recv_view");
+    int outcome = mi_bus_done(view, &self->cursor, position, (uint32_t)length, sequence);
+    if (outcome == MI_BUS_OVERRUN)
+        Py_RETURN_FALSE;
+    return outcome == MI_OK ? Py_NewRef(Py_True) : raise_for_bus(outcome, "Subscriber.recv_view");
+}
+
+/* counters() -> (received, missed, bytes, position, next sequence) of this subscriber */
+static PyObject *bus_counters(BusHandle *self, PyObject *unused)
+{
+    (void)unused;
+    return Py_BuildValue("(KKKKK)", (unsigned long long)self->cursor.received,
+                         (unsigned long long)self->cursor.missed, (unsigned long long)self->cursor.bytes,
+                         (unsigned long long)self->cursor.position, (unsigned long long)self->cursor.next_sequence);
+}
+
+static PyObject *bus_parameters(BusHandle *self, PyObject *unused)
+{
+    (void)unused;
+    const struct mi_bus_view *view = bus_live(self, "Publisher");
+    if (view == NULL)
+        return NULL;
+    return Py_BuildValue("(KKi)", (unsigned long long)view->capacity, (unsigned long long)view->max_message,
+                         view->overwrite);
+}
+
+static PyObject *bus_close(BusHandle *self, PyObject *unused)
+{
+    (void)unused;
+    bus_release_all(self);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef bus_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))bus_send, METH_FASTCALL,
+     "send(data, timeout=None, spin=None) -> bool: False if there was no room at the timeout."},
+    {"reserve", (PyCFunction)(void (*)(void))bus_reserve, METH_FASTCALL,
+     "reserve(n, timeout=None, spin=None) -> (position, payload offset) or -1; holds the publisher lock."},
+    {"commit", (PyCFunction)bus_commit, METH_O, "commit(position): publish the reserved message."},
+    {"abort", (PyCFunction)bus_abort, METH_NOARGS, "abort(): drop the reserved message."},
+    {"join", (PyCFunction)(void (*)(void))bus_join, METH_FASTCALL,
+     "join(earliest, timeout=None) -> bool: become a subscriber."},
+    {"recv", (PyCFunction)(void (*)(void))bus_recv, METH_FASTCALL,
+     "recv(timeout=None, spin=None) -> bytes, or None at the timeout."},
+    {"next", (PyCFunction)(void (*)(void))bus_next, METH_FASTCALL,
+     "next(timeout=None, spin=None) -> (position, payload offset, length, sequence) or None."},
+    {"done", (PyCFunction)(void (*)(void))bus_done, METH_FASTCALL,
+     "done(position, length, sequence) -> bool: False if overwritten while read."},
+    {"counters", (PyCFunction)bus_counters, METH_NOARGS, "counters() -> (received, missed, bytes, position, next sequence)."},
+    {"parameters", (PyCFunction)bus_parameters, METH_NOARGS, "parameters() -> (capacity, max_message, overwrite)."},
+    {"close", (PyCFunction)bus_close, METH_NOARGS, "close(): leave, drop any loan, release the buffer."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject BusHandleType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "memipc._core.Bus",
+    .tp_basicsize = sizeof(BusHandle),
+    .tp_dealloc = (destructor)bus_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Bus(buffer, offset): a handle on one publish/subscribe ring in shared memory.",
+    .tp_methods = bus_methods,
+    .tp_new = bus_new,
+};
+
 
 /* Add `value` (a new reference, or NULL after a failure) under `name`. */
 static int add_owned(PyObject *module, const char *name, PyObject *value)
@@ -1669,6 +2126,8 @@ static int core_exec(PyObject *module)
     if (PyType_Ready(&RingHandleType) < 0 || PyModule_AddObjectRef(module, "Ring", (PyObject *)&RingHandleType) < 0)
         return -1;
     if (PyType_Ready(&WindowType) < 0 || PyModule_AddObjectRef(module, "Window", (PyObject *)&WindowType) < 0)
+        return -1;
+    if (PyType_Ready(&BusHandleType) < 0 || PyModule_AddObjectRef(module, "Bus", (PyObject *)&BusHandleType) < 0)
         return -1;
     if (add_owned(module, "OFFSETS", offsets_table()) < 0
         || add_owned(module, "MAGIC", PyLong_FromUnsignedLongLong(MI_MAGIC)) < 0
@@ -1699,7 +2158,10 @@ static int core_exec(PyObject *module)
         || PyModule_AddIntConstant(module, "RWLOCK_READER_SLOTS", MI_RWLOCK_READER_SLOTS) < 0
         || PyModule_AddIntConstant(module, "RING_SPSC", MI_RING_SPSC) < 0
         || PyModule_AddIntConstant(module, "RECORD_HEADER", MI_RECORD_HEADER) < 0
-        || PyModule_AddIntConstant(module, "RING_CONTROL_BYTES", sizeof(struct mi_ring)) < 0)
+        || PyModule_AddIntConstant(module, "RING_CONTROL_BYTES", sizeof(struct mi_ring)) < 0
+        || PyModule_AddIntConstant(module, "BUS_DATA_OFFSET", MI_BUS_DATA_OFFSET) < 0
+        || PyModule_AddIntConstant(module, "BUS_SLOTS", MI_BUS_SLOTS) < 0
+        || PyModule_AddIntConstant(module, "BUS_OVERWRITE", MI_BUS_OVERWRITE) < 0)
         return -1;
     return 0;
 }

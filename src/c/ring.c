@@ -41,8 +41,8 @@
 #include "atomic.h"
 #include "futex.h"
 #include "ring.h"
-#include "spin.h"
 #include "sync.h"
+#include "wait.h"
 
 #define FIRST_CHECK_NS 1000000 /* check a stuck peer 1 ms after we start waiting on it */
 
@@ -135,52 +135,6 @@ static int record_span(const struct mi_ring_view *view, uint64_t position, uint3
     return MI_OK;
 }
 
-/* Sleep on `word` while it still holds `seen`, after spinning; MI_OK when it
- * (probably) changed, MI_TIMEOUT at this call's deadline. */
-static int wait_for_change(uint32_t *word, uint32_t seen, uint32_t *asleep, uint32_t *estimate,
-                           struct mi_wait *wait, uint64_t *waits_counter, int64_t sleep_until)
-{
-    int64_t budget = mi_spin_budget(wait, estimate);
-    int64_t started = mi_monotonic_ns();
-    int spun = budget > 0 && !wait->slept;
-    if (spun) {
-        int yielded = 0;
-        int ready = MI_SPIN_UNTIL(word, value, value != seen, budget, yielded);
-        MI_SPIN_LEARN(estimate, wait, ready, yielded);
-        if (ready)
-            return MI_OK;
-    }
-    int64_t now = mi_monotonic_ns();
-    if (wait->deadline_ns >= 0 && now >= wait->deadline_ns)
-        return MI_TIMEOUT;
-    if (wait->deadline_ns >= 0 && (sleep_until < 0 || wait->deadline_ns < sleep_until))
-        sleep_until = wait->deadline_ns;
-    if (!wait->slept)
-        mi_fetch_add_relaxed_u64(waits_counter, 1);
-    wait->slept = 1;
-    mi_fetch_add_acq_rel_u32(asleep, 1);
-    /* seq_cst: our "asleep" is visible before we re-check the word, pairing
-     * with the waker's fence between its update and its read of "asleep". */
-    mi_fence_seq_cst();
-    enum mi_result outcome = MI_OK;
-    if (mi_load_acquire_u32(word) == seen)
-        outcome = mi_futex_wait(word, seen, sleep_until);
-    mi_fetch_add_acq_rel_u32(asleep, (uint32_t)-1);
-    if (outcome == MI_INTERRUPTED || outcome == MI_ERRNO)
-        return outcome;
-    if (spun && wait->spin_ns < 0 && mi_load_acquire_u32(word) != seen)
-        mi_spin_learn(estimate, mi_monotonic_ns() - started, 0);
-    return MI_OK;
-}
-
-static void announce(uint32_t *sequence, uint32_t *asleep, int count)
-{
-    mi_fetch_add_acq_rel_u32(sequence, 1);
-    mi_fence_seq_cst(); /* pairs with wait_for_change's fence */
-    if (mi_load_acquire_u32(asleep) > 0)
-        mi_futex_wake(sequence, count);
-}
-
 /* Advance `release` over consumed and padding records; with `check_dead`,
  * also over records whose reader died.  MI_OK or MI_CORRUPT. */
 static int advance_release(const struct mi_ring_view *view, int check_dead)
@@ -229,7 +183,7 @@ static int advance_release(const struct mi_ring_view *view, int check_dead)
             return MI_OK;
         /* acq_rel: producers that see the new release may overwrite the space. */
         if (mi_cas_acq_rel_u64(&ring->release, release, next)) {
-            announce(&ring->space_sequence, &ring->producers_asleep, INT_MAX);
+            mi_announce(&ring->space_sequence, &ring->producers_asleep, INT_MAX);
             return MI_OK;
         }
     }
@@ -322,7 +276,7 @@ int mi_ring_reserve(const struct mi_ring_view *view, uint64_t length, struct mi_
             return MI_CORRUPT;
         if (mi_load_acquire_u64(&ring->release) != release)
             continue;
-        result = wait_for_change(&ring->space_sequence, space_seen, &ring->producers_asleep, &ring->producer_spin,
+        result = mi_wait_for_change(&ring->space_sequence, space_seen, &ring->producers_asleep, &ring->producer_spin,
                                  wait, &ring->waits, wait->next_check_ns);
         if (result == MI_TIMEOUT)
             return MI_FULL;
@@ -349,7 +303,7 @@ static int finish(const struct mi_ring_view *view, uint64_t position, uint32_t s
     /* release: the payload copied before this store is visible to the
      * consumer whose acquire load of `state` sees COMMITTED. */
     mi_store_release_u32(&record->state, state);
-    announce(&view->ring->data_sequence, &view->ring->consumers_asleep, 1);
+    mi_announce(&view->ring->data_sequence, &view->ring->consumers_asleep, 1);
     return MI_OK;
 }
 
@@ -446,7 +400,7 @@ int mi_ring_claim(const struct mi_ring_view *view, struct mi_wait *wait, uint64_
         }
         unlock_side(view, &ring->consumer_lock);
         advance_release(view, 0); /* padding we skipped may free room */
-        result = wait_for_change(&ring->data_sequence, data_seen, &ring->consumers_asleep, &ring->consumer_spin,
+        result = mi_wait_for_change(&ring->data_sequence, data_seen, &ring->consumers_asleep, &ring->consumer_spin,
                                  wait, &ring->waits, sleep_until);
         if (result == MI_TIMEOUT)
             return MI_EMPTY;

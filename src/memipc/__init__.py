@@ -17,7 +17,7 @@ Layers, each importing only those below it: ``_platform`` (the OS) and
 → synchronization → channels → ``cli``.
 """
 
-from ._channels import ChannelStats, Queue
+from ._channels import ChannelStats, Publisher, Queue, Subscriber, SubscriberInfo
 from ._errors import (
     ClosedError,
     CorruptRegionError,
@@ -49,11 +49,14 @@ __all__ = [
     "MessageTooLargeError",
     "Mutex",
     "NotFoundError",
+    "Publisher",
     "Queue",
     "RWLock",
     "Region",
     "RegionInfo",
     "Semaphore",
+    "Subscriber",
+    "SubscriberInfo",
     "SyncStats",
     "View",
     "ViewStream",

@@ -18,6 +18,9 @@ Points defined so far (grep for ``_faults.reach`` to see them in place):
 ``queue.loan.after_reserve``        a record is reserved (WRITING), nothing copied yet
 ``queue.loan.before_commit``        the loan block finished filling; not yet committed
 ``queue.recv_view.inside``          a record is claimed (READING), not yet released
+``pubsub.loan.after_reserve``       a publisher holds the publisher lock, nothing copied
+``pubsub.loan.before_commit``       the loan block finished filling; not yet published
+``pubsub.recv_view.inside``         a subscriber is reading a record in place (cursor not moved)
 ==================================  ==================================================
 
 A "mid-copy" death is a kill inside a ``with queue.loan(n) as buf:`` block

@@ -219,6 +219,48 @@ PY_OFFSETS.update(
 )
 
 
+# ---- publish/subscribe bus (layout.h: mi_bus_record, mi_bus_slot, mi_bus) ----
+PY_OFFSETS.update(
+    {
+        "mi_bus_record.position": (0, 8),
+        "mi_bus_record.sequence": (8, 8),
+        "mi_bus_record.length": (16, 4),
+        "mi_bus_record.kind": (20, 4),
+        "mi_bus_slot.identity": (0, 8),
+        "mi_bus_slot.pidns": (8, 4),
+        "mi_bus_slot.pid": (12, 4),
+        "mi_bus_slot.cursor": (16, 8),
+        "mi_bus_slot.received": (24, 8),
+        "mi_bus_slot.missed": (32, 8),
+        "mi_bus_slot.bytes": (40, 8),
+        "mi_bus_slot.start_ticks": (48, 8),
+        "mi_bus_slot.next_sequence": (56, 8),
+        "mi_bus_slot": (0, 64),
+        "mi_bus.capacity": (32, 8),
+        "mi_bus.max_message": (40, 8),
+        "mi_bus.data_offset": (48, 8),
+        "mi_bus.slots": (56, 4),
+        "mi_bus.slots_used": (60, 4),
+        "mi_bus.publisher_lock": (64, 24),
+        "mi_bus.tail": (128, 8),
+        "mi_bus.oldest": (136, 8),
+        "mi_bus.floor": (144, 8),
+        "mi_bus.next_sequence": (152, 8),
+        "mi_bus.data_sequence": (192, 4),
+        "mi_bus.subscribers_asleep": (196, 4),
+        "mi_bus.space_sequence": (256, 4),
+        "mi_bus.publishers_waiting": (260, 4),
+        "mi_bus.publishers_asleep": (268, 4),
+        "mi_bus.sent": (320, 8),
+        "mi_bus.bytes_sent": (328, 8),
+        "mi_bus.waits": (336, 8),
+        "mi_bus.subscribers_lost": (344, 8),
+        "mi_bus.joins": (352, 8),
+        "mi_bus": (0, 1024),
+    }
+)
+
+
 def slot_offset(index: int) -> int:
     """Byte offset of attach-table row ``index`` inside the header."""
     return ATTACH_TABLE_OFFSET + index * ATTACH_SLOT.size

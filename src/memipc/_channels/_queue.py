@@ -40,6 +40,26 @@ _SENT, _RECEIVED, _BYTES_SENT, _BYTES_RECEIVED = 512, 520, 528, 536
 _WAITS, _DROPS, _LOST_READS = 544, 552, 560
 
 
+def attach(
+    oname: Any, kind: str, create: bool | None, size: int, permissions: int | None, initialize: Any
+) -> Region:
+    """Open (``create=False``), create (``True``) or open-or-create (``None``) a channel's region."""
+    if create:
+        return Region._create(oname, size, kind=kind, mode=permissions, initialize=initialize)
+    if create is False:
+        return Region._open(oname, kind=kind)
+    for _ in range(16):
+        try:
+            return Region._open(oname, kind=kind)
+        except NotFoundError:
+            pass
+        try:
+            return Region._create(oname, size, kind=kind, mode=permissions, initialize=initialize)
+        except ExistsError:
+            continue
+    raise ExistsError(f"cannot open or create {kind} {oname.qualified!r}: it kept changing; try again")
+
+
 def _power_of_two_at_least(value: int) -> int:
     return 1 << max(0, (value - 1).bit_length())
 
@@ -128,20 +148,7 @@ class Queue:
     def _attach(
         oname: Any, create: bool | None, size: int, permissions: int | None, initialize: Any
     ) -> Region:
-        if create:
-            return Region._create(oname, size, kind="queue", mode=permissions, initialize=initialize)
-        if create is False:
-            return Region._open(oname, kind="queue")
-        for _ in range(16):
-            try:
-                return Region._open(oname, kind="queue")
-            except NotFoundError:
-                pass
-            try:
-                return Region._create(oname, size, kind="queue", mode=permissions, initialize=initialize)
-            except ExistsError:
-                continue
-        raise ExistsError(f"cannot open or create queue {oname.qualified!r}: it kept changing; try again")
+        return attach(oname, "queue", create, size, permissions, initialize)
 
     # ---- properties ------------------------------------------------------
 
