@@ -84,12 +84,16 @@ char *mi_bus_payload(const struct mi_bus_view *view, uint64_t position)
 }
 
 /* `oldest` first, then `tail`: oldest never passes the tail of its time, so
- * this order keeps oldest <= tail between consistent reads. */
-static int load_ends(const struct mi_bus_view *view, uint64_t *oldest, uint64_t *tail)
+ * this order keeps oldest <= tail.  Only a publisher holding the lock (both
+ * stand still then) may also check tail - oldest <= capacity: without it,
+ * publishes between the two reads can move tail a whole ring further. */
+static int load_ends(const struct mi_bus_view *view, int locked, uint64_t *oldest, uint64_t *tail)
 {
     *oldest = mi_load_acquire_u64(&view->bus->oldest);
     *tail = mi_load_acquire_u64(&view->bus->tail);
-    if (*oldest > *tail || *tail - *oldest > view->capacity || (*oldest | *tail) % MI_RECORD_HEADER != 0)
+    if (*oldest > *tail || (*oldest | *tail) % MI_RECORD_HEADER != 0)
+        return MI_CORRUPT;
+    if (locked && *tail - *oldest > view->capacity)
         return MI_CORRUPT;
     return MI_OK;
 }
@@ -172,7 +176,7 @@ static int wait_for_room(const struct mi_bus_view *view, uint32_t seen, uint64_t
     mi_fence_seq_cst();
     uint64_t oldest, tail, low;
     int result = MI_OK;
-    if (load_ends(view, &oldest, &tail) != MI_OK)
+    if (load_ends(view, 0, &oldest, &tail) != MI_OK)
         result = MI_CORRUPT;
     else if (lowest_cursor(view, oldest, tail, 0, 0, 0, &low) != MI_OK)
         result = MI_CORRUPT;
@@ -198,7 +202,7 @@ int mi_bus_reserve(const struct mi_bus_view *view, uint64_t length, struct mi_wa
         if (result != MI_OK)
             return result; /* MI_DEADLOCK: this thread holds an open loan */
         uint64_t oldest, tail;
-        if (load_ends(view, &oldest, &tail) != MI_OK)
+        if (load_ends(view, 1, &oldest, &tail) != MI_OK)
             goto corrupt;
         uint64_t index = tail & view->mask;
         uint64_t pad = index + need > view->capacity ? view->capacity - index : 0;
@@ -331,7 +335,7 @@ int mi_bus_join(const struct mi_bus_view *view, int earliest, struct mi_wait *wa
         return result;
     uint64_t oldest, tail;
     uint32_t used = slots_used(view);
-    if (load_ends(view, &oldest, &tail) != MI_OK || used > MI_BUS_SLOTS)
+    if (load_ends(view, 1, &oldest, &tail) != MI_OK || used > MI_BUS_SLOTS)
         goto corrupt;
     int64_t chosen = -1;
     for (uint32_t i = 0; i < MI_BUS_SLOTS && chosen < 0; i++)
@@ -410,7 +414,7 @@ int mi_bus_next(const struct mi_bus_view *view, struct mi_bus_cursor *cursor, st
     for (;;) {
         uint32_t seen = mi_load_acquire_u32(&bus->data_sequence);
         uint64_t oldest, tail;
-        if (load_ends(view, &oldest, &tail) != MI_OK || cursor->position > tail)
+        if (load_ends(view, 0, &oldest, &tail) != MI_OK || cursor->position > tail)
             return MI_CORRUPT;
         if (cursor->position < oldest) {
             /* Lapped ("overwrite"), or a publisher judged us dead: skip to
@@ -434,14 +438,13 @@ int mi_bus_next(const struct mi_bus_view *view, struct mi_bus_cursor *cursor, st
         uint32_t kind = mi_load_relaxed_u32(&record->kind);
         uint64_t span;
         int valid = at == cursor->position && header_valid(view, cursor->position, tail, kind, size, &span);
-        if (view->overwrite) {
-            /* The header may belong to a newer lap: trust it only if
-             * `oldest` has not passed it (acquire fence: the reads above
-             * happen before this check). */
-            mi_fence_acquire();
-            if (mi_load_acquire_u64(&bus->oldest) > cursor->position)
-                continue;
-        }
+        /* The header may belong to a newer lap ("overwrite", or a
+         * subscriber a publisher wrongly judged dead): trust it only if
+         * `oldest` has not passed it (acquire fence: the reads above happen
+         * before this check). */
+        mi_fence_acquire();
+        if (mi_load_acquire_u64(&bus->oldest) > cursor->position)
+            continue;
         if (!valid)
             return MI_CORRUPT;
         if (kind == MI_BUS_PADDING) {
@@ -459,13 +462,12 @@ int mi_bus_next(const struct mi_bus_view *view, struct mi_bus_cursor *cursor, st
 int mi_bus_done(const struct mi_bus_view *view, struct mi_bus_cursor *cursor, uint64_t position, uint32_t length,
                 uint64_t sequence)
 {
-    if (view->overwrite) {
-        /* acquire fence: the caller's reads of the payload happen before
-         * this check; if `oldest` passed the record, they may be torn. */
-        mi_fence_acquire();
-        if (mi_load_acquire_u64(&view->bus->oldest) > position)
-            return MI_BUS_OVERRUN;
-    }
+    /* acquire fence: the caller's reads of the payload happen before this
+     * check; if `oldest` passed the record, they may be torn.  (In "block"
+     * mode that happens only to a subscriber judged dead by mistake.) */
+    mi_fence_acquire();
+    if (mi_load_acquire_u64(&view->bus->oldest) > position)
+        return MI_BUS_OVERRUN;
     if (position != cursor->position || length > view->max_message || sequence < cursor->next_sequence)
         return MI_CORRUPT;
     cursor->missed += sequence - cursor->next_sequence;
