@@ -1700,7 +1700,8 @@ typedef struct {
     struct mi_bus_view bus;
     struct mi_bus_cursor cursor;
     int joined;
-    int loaned; /* between reserve and commit/abort: this handle holds the publisher lock */
+    int loaned;  /* between reserve and commit/abort: this handle holds the publisher lock */
+    int reading; /* a receive is in progress (the cursor is not shared between threads) */
     int open;
 } BusHandle;
 
@@ -1801,7 +1802,10 @@ static int op_bus_reserve(void *object, struct mi_wait *wait, int *out)
 {
     struct bus_reserve_args *args = object;
     int result = mi_bus_reserve(args->view, args->length, wait, &args->position);
-    *out = 0;
+    /* run_blocking knows only sync results: report "this thread's open loan" through *out. */
+    *out = result == MI_DEADLOCK;
+    if (*out)
+        return MI_OK;
     return result == MI_BUS_FULL ? MI_TIMEOUT : result;
 }
 
@@ -1809,18 +1813,18 @@ static int op_bus_reserve(void *object, struct mi_wait *wait, int *out)
 static int bus_reserve_blocking(BusHandle *self, uint64_t length, PyObject *timeout, int64_t spin_ns,
                                 uint64_t *position)
 {
-    if (self->loaned) {
-        raise_for_bus(MI_DEADLOCK, "Publisher.send");
-        return -1;
-    }
     if (length > self->bus.max_message) {
         raise_for_bus(MI_BUS_TOO_LARGE, "Publisher.send");
         return -1;
     }
     struct bus_reserve_args args = {&self->bus, length, 0};
     struct mi_wait wait;
-    int unused;
-    int outcome = run_blocking(op_bus_reserve, &args, timeout, spin_ns, &unused, &wait, "Publisher.send");
+    int own_loan = 0;
+    int outcome = run_blocking(op_bus_reserve, &args, timeout, spin_ns, &own_loan, &wait, "Publisher.send");
+    if (outcome == MI_OK && own_loan) {
+        raise_for_bus(MI_DEADLOCK, "Publisher.send");
+        return -1;
+    }
     *position = args.position;
     return outcome;
 }
@@ -1972,10 +1976,20 @@ static int bus_next_blocking(BusHandle *self, PyObject *timeout, int64_t spin_ns
         PyErr_Format(PyExc_RuntimeError, "%s: this handle is not a subscriber", what);
         return -1;
     }
+    if (self->reading) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s: another thread is receiving on this subscriber (or a recv_view block is open); "
+                     "open one Subscriber per thread",
+                     what);
+        return -1;
+    }
     *next = (struct bus_next_args){&self->bus, &self->cursor, 0, 0, 0};
     struct mi_wait wait;
     int unused;
-    return run_blocking(op_bus_next, next, timeout, spin_ns, &unused, &wait, what);
+    self->reading = 1;
+    int outcome = run_blocking(op_bus_next, next, timeout, spin_ns, &unused, &wait, what);
+    self->reading = 0;
+    return outcome;
 }
 
 /* recv(timeout=None, spin=None) -> bytes, or None at the timeout */
@@ -1998,8 +2012,10 @@ static PyObject *bus_recv(BusHandle *self, PyObject *const *args, Py_ssize_t nar
         PyObject *bytes = PyBytes_FromStringAndSize(NULL, next.length);
         if (bytes == NULL)
             return NULL;
+        self->reading = 1; /* the copy may run without the GIL */
         copy_maybe_without_gil(PyBytes_AS_STRING(bytes), mi_bus_payload(view, next.position), next.length);
         int done = mi_bus_done(view, &self->cursor, next.position, next.length, next.sequence);
+        self->reading = 0;
         if (done == MI_OK)
             return bytes;
         Py_DECREF(bytes);
@@ -2024,6 +2040,7 @@ static PyObject *bus_next(BusHandle *self, PyObject *const *args, Py_ssize_t nar
         Py_RETURN_NONE;
     if (outcome != MI_OK)
         return NULL;
+    self->reading = 1; /* until done() */
     return Py_BuildValue("(KKIK)", (unsigned long long)next.position,
                          (unsigned long long)(mi_bus_payload(view, next.position) - (char *)self->view.buf),
                          next.length, (unsigned long long)next.sequence);
@@ -2045,6 +2062,7 @@ static PyObject *bus_done(BusHandle *self, PyObject *const *args, Py_ssize_t nar
     }
     if (length > UINT32_MAX)
         return raise_for_bus(MI_CORRUPT, "Subscriber.recv_view");
+    self->reading = 0;
     int outcome = mi_bus_done(view, &self->cursor, position, (uint32_t)length, sequence);
     if (outcome == MI_BUS_OVERRUN)
         Py_RETURN_FALSE;
