@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from . import _demo
 
 EPILOG = """examples:
-  memipc demo                 two processes exchange a message through a named region
+  memipc demo                 seed 000's image job between two processes, two ways, timed
+  memipc demo --frames 20 --size 640x480 --out frames
 """
 
 
