@@ -26,6 +26,11 @@ An :class:`Endpoint` is a record of plain callables, bound directly to the
 library's own methods wherever the library already has the right shape, so
 that the benchmark measures the library and not an adapter's extra Python
 frame.
+
+bench/pubsub_bench.py and bench/rpc_bench.py measure other shapes of
+communication and have interfaces of their own, in :mod:`.pubsub` (adapters
+``pubsub_*.py``) and :mod:`.rpc` (adapters ``rpc_*.py``); they share
+:class:`Unavailable` and :data:`SPAWN` with this one.
 """
 
 from __future__ import annotations
