@@ -169,6 +169,13 @@ static int wait_for_room(const struct mi_bus_view *view, uint32_t seen, uint64_t
                          int64_t sleep_until)
 {
     struct mi_bus *bus = view->bus;
+    /* Ask to be woken once the laggards have freed a quarter of the ring
+     * beyond what this record needs (but never beyond what has been
+     * published): one wake-up per subscriber per stall, not per message. */
+    uint64_t tail_now = mi_load_acquire_u64(&bus->tail);
+    uint64_t wanted = end - view->capacity + view->capacity / 4;
+    mi_store_relaxed_u64(&bus->space_wanted, wanted < tail_now ? wanted : tail_now);
+    /* acq_rel: space_wanted is visible to a subscriber that sees us waiting. */
     mi_fetch_add_acq_rel_u32(&bus->publishers_waiting, 1);
     /* seq_cst: our "waiting" is visible before we re-read the cursors,
      * pairing with the subscriber's fence between its cursor store and its
@@ -299,8 +306,9 @@ void mi_bus_abort(const struct mi_bus_view *view)
     mi_owned_unlock(&view->bus->publisher_lock);
 }
 
-/* Mirror the cursor into our slot; in "block" mode wake a waiting publisher. */
-static void publish_cursor(const struct mi_bus_view *view, const struct mi_bus_cursor *cursor)
+/* Mirror the cursor into our slot; in "block" mode wake a waiting publisher
+ * when we cross the position it waits for (from `previous`). */
+static void publish_cursor(const struct mi_bus_view *view, const struct mi_bus_cursor *cursor, uint64_t previous)
 {
     struct mi_bus *bus = view->bus;
     struct mi_bus_slot *slot = &view->slots[cursor->slot];
@@ -320,8 +328,11 @@ static void publish_cursor(const struct mi_bus_view *view, const struct mi_bus_c
     if (view->overwrite)
         return;
     mi_fence_seq_cst(); /* pairs with wait_for_room's fence */
-    if (mi_load_acquire_u32(&bus->publishers_waiting) > 0)
-        mi_announce(&bus->space_sequence, &bus->publishers_asleep, INT_MAX);
+    if (mi_load_acquire_u32(&bus->publishers_waiting) > 0) {
+        uint64_t wanted = mi_load_relaxed_u64(&bus->space_wanted);
+        if (previous < wanted && cursor->position >= wanted)
+            mi_announce(&bus->space_sequence, &bus->publishers_asleep, INT_MAX);
+    }
 }
 
 int mi_bus_join(const struct mi_bus_view *view, int earliest, struct mi_wait *wait, struct mi_bus_cursor *cursor)
@@ -448,8 +459,9 @@ int mi_bus_next(const struct mi_bus_view *view, struct mi_bus_cursor *cursor, st
         if (!valid)
             return MI_CORRUPT;
         if (kind == MI_BUS_PADDING) {
+            uint64_t previous = cursor->position;
             cursor->position += span;
-            publish_cursor(view, cursor);
+            publish_cursor(view, cursor, previous);
             continue;
         }
         *position = cursor->position;
@@ -475,6 +487,6 @@ int mi_bus_done(const struct mi_bus_view *view, struct mi_bus_cursor *cursor, ui
     cursor->received += 1;
     cursor->bytes += length;
     cursor->position = position + mi_record_span(length);
-    publish_cursor(view, cursor);
+    publish_cursor(view, cursor, position);
     return MI_OK;
 }

@@ -607,6 +607,8 @@ struct mi_bus_slot {
  *                                 moved *before* its room is overwritten
  *     144    8 floor              publisher, under the lock; <= every live cursor
  *     152    8 next_sequence      publisher, under the lock; messages published
+ *     160    8 space_wanted       (relaxed) a waiting publisher; the cursor position
+ *                                 that, once crossed, is worth waking it for
  *     192    4 data_sequence      (atomic) futex word subscribers sleep on
  *     196    4 subscribers_asleep (atomic)
  *     200    4 subscriber_spin    (relaxed) adaptive spin estimate
@@ -634,7 +636,8 @@ struct mi_bus {
     uint64_t oldest;
     uint64_t floor;
     uint64_t next_sequence;
-    uint8_t pad2[32];
+    uint64_t space_wanted;
+    uint8_t pad2[24];
     uint32_t data_sequence;
     uint32_t subscribers_asleep;
     uint32_t subscriber_spin;
@@ -677,6 +680,7 @@ MI_ROW(mi_bus, tail, 128);
 MI_ROW(mi_bus, oldest, 136);
 MI_ROW(mi_bus, floor, 144);
 MI_ROW(mi_bus, next_sequence, 152);
+MI_ROW(mi_bus, space_wanted, 160);
 MI_ROW(mi_bus, data_sequence, 192);
 MI_ROW(mi_bus, subscribers_asleep, 196);
 MI_ROW(mi_bus, subscriber_spin, 200);

@@ -1669,6 +1669,7 @@ static PyObject *offsets_table(void)
         || ROW(table, mi_bus, oldest) < 0
         || ROW(table, mi_bus, floor) < 0
         || ROW(table, mi_bus, next_sequence) < 0
+        || ROW(table, mi_bus, space_wanted) < 0
         || ROW(table, mi_bus, data_sequence) < 0
         || ROW(table, mi_bus, subscribers_asleep) < 0
         || ROW(table, mi_bus, space_sequence) < 0

@@ -246,6 +246,7 @@ PY_OFFSETS.update(
         "mi_bus.oldest": (136, 8),
         "mi_bus.floor": (144, 8),
         "mi_bus.next_sequence": (152, 8),
+        "mi_bus.space_wanted": (160, 8),
         "mi_bus.data_sequence": (192, 4),
         "mi_bus.subscribers_asleep": (196, 4),
         "mi_bus.space_sequence": (256, 4),
