@@ -3,10 +3,12 @@
 The ring itself (reserve / commit / claim / release, crash recovery,
 validation of everything read from shared memory) is C: src/c/ring.c, with its
 layout in src/c/layout.h.  This package is its Python face: Queue (SPSC and
-MPMC), the pickle-5 and numpy codecs, and the stats record.
+MPMC), Server / Client (request/response: one shared request ring, one reply
+Queue per client), the pickle-5 and numpy codecs, and the stats record.
 """
 
 from ._queue import Queue
+from ._rpc import Client, Request, Server
 from ._stats import ChannelStats
 
-__all__ = ["ChannelStats", "Queue"]
+__all__ = ["ChannelStats", "Client", "Queue", "Request", "Server"]
