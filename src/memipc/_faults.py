@@ -18,6 +18,7 @@ Points defined so far (grep for ``_faults.reach`` to see them in place):
 ``queue.loan.after_reserve``        a record is reserved (WRITING), nothing copied yet
 ``queue.loan.before_commit``        the loan block finished filling; not yet committed
 ``queue.recv_view.inside``          a record is claimed (READING), not yet released
+``rpc.call.before_commit``          a Client's request is written into the ring, not committed
 ``rpc.call.after_send``             a Client's request is committed; it has not waited yet
 ``rpc.serve.after_claim``           a Server took a request (READING), its handler not yet run
 ``rpc.serve.in_handler``            serve() is about to call the handler

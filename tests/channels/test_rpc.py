@@ -334,6 +334,16 @@ def test_a_handler_that_raises_gives_its_caller_remote_error_and_the_server_goes
         assert client.call(b"fine") == b"good"
 
 
+def test_an_error_text_longer_than_max_message_reaches_the_caller_cut_short(name: str) -> None:
+    def handler(data: memoryview) -> bytes:
+        raise ValueError("x" * 5000)
+
+    with service(name, handler, max_message=100) as (_, client):
+        with pytest.raises(RemoteError, match="handler raised: ValueError: xxx") as caught:
+            client.call(b"q")
+        assert len(str(caught.value).encode()) < 300
+
+
 def test_a_handler_returning_something_not_bytes_like_gives_its_caller_remote_error(name: str) -> None:
     with service(name, lambda data: None) as (_, client), pytest.raises(RemoteError, match="TypeError"):
         client.call(b"x")

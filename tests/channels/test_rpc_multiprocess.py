@@ -298,6 +298,25 @@ def test_a_client_killed_after_sending_costs_the_server_nothing_and_leaves_no_na
     assert our_segments(name) == []
 
 
+def test_a_client_killed_while_writing_its_request_holds_up_no_one(
+    name: str, record_property: Record
+) -> None:
+    with Server(name, create=True) as server:
+        killpoints.kill_at("rpc.call.before_commit", children.call_once, name, b"half-sent")
+        killed_at = time.monotonic()
+        serving = threading.Thread(target=server.serve, args=(children.answer,), daemon=True)
+        serving.start()
+        with Client(name, timeout=TIMEOUT) as client:
+            request = children.make_request(2, 0, b"behind the dead one")
+            children.check_reply(client.call(request), request)
+        report(record_property, "call_behind_a_dead_writer_answered_after", time.monotonic() - killed_at)
+        assert time.monotonic() - killed_at <= RECOVERY_BOUND
+        assert server.stats().drops == 1  # the dead client's half-written request, now padding
+        server.close()
+        serving.join(TIMEOUT)
+    assert our_segments(name) == []
+
+
 def test_a_reply_to_a_dead_client_whose_queue_is_full_is_dropped_soon(
     name: str, record_property: Record
 ) -> None:

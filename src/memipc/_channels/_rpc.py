@@ -92,7 +92,7 @@ from .._errors import (
     ServerDiedError,
 )
 from .._layout import identity
-from .._names import NAME_MAX_LENGTH, ObjectName, Scope, parse
+from .._names import DEFAULT_MODES, NAME_MAX_LENGTH, ObjectName, Scope, parse
 from .._platform import current as _platform
 from .._region import Region
 from .._segment import reclaim_abandoned
@@ -761,8 +761,10 @@ class Server:
     ) -> bool:
         """Send a whole reply (header included) to the caller; False if it was dropped: caller gone.
 
-        ``truncate`` cuts an error text to what the caller's queue takes.
+        ``truncate`` cuts an error text to what the service and the caller's queue take.
         """
+        if truncate:
+            message = message[: HEADER + self._max_message]
         if len(message) - HEADER > self._max_message:
             raise MessageTooLargeError(
                 f"a reply of {len(message) - HEADER} bytes is larger than service {self._name!r} allows "
@@ -1171,7 +1173,10 @@ class Client:
             _forget_client(buf, base, oname, slot)
         _core.store_u64(buf, base + _CALL, 0)
         # Servers of other users (scope='global') write replies: same permissions as the service.
-        mode = os.stat(_platform.segment_path(oname.os_name)).st_mode & 0o777
+        try:
+            mode = os.stat(_platform.segment_path(oname.os_name)).st_mode & 0o777
+        except OSError:  # unlinked since we opened it: it lives on for its handles
+            mode = DEFAULT_MODES[oname.scope]
         for _ in range(4):
             nonce = int.from_bytes(os.urandom(8), "little") | 1
             _core.store_u64(buf, base + _NONCE, nonce)
@@ -1220,27 +1225,31 @@ class Client:
         leaving it out uses the Client's ``timeout``.
         """
         source = _byte_view(data)
-        call = self._begin(source.nbytes, timeout)
+        call = None
         try:
+            call = self._begin(source.nbytes, timeout)
             sent = self._send(call, source.nbytes, source, None)
             position, offset, length = self._await_reply(call, sent)
             reply: bytes = self._take(position, offset, length, bytes)
             return reply
         finally:
-            self._end(call)
+            if call is not None:
+                self._end(call)
 
     def call_object(self, obj: object, timeout: Timeout = DEFAULT_TIMEOUT) -> Any:
         """Send any picklable object; return the server's object (:meth:`Server.serve_objects`)."""
         stream, raws, size, offsets = _codec.encode_object(obj)
-        call = self._begin(size, timeout)
+        call = None
         try:
+            call = self._begin(size, timeout)
             sent = self._send(
                 call, size, None, lambda target: _codec.write_object(target, stream, raws, offsets)
             )
             position, offset, length = self._await_reply(call, sent)
             return self._take(position, offset, length, _codec.read_object)
         finally:
-            self._end(call)
+            if call is not None:
+                self._end(call)
             for raw in raws:
                 raw.release()
 
@@ -1252,8 +1261,9 @@ class Client:
         anything made from it, past the block raises BufferError.
         """
         source = _byte_view(data)
-        call = self._begin(source.nbytes, timeout)
+        call = None
         try:
+            call = self._begin(source.nbytes, timeout)
             sent = self._send(call, source.nbytes, source, None)
             position, offset, length = self._await_reply(call, sent)
             buf = self._reply_buf
@@ -1273,7 +1283,8 @@ class Client:
                         "Copy what you need inside the block"
                     )
         finally:
-            self._end(call)
+            if call is not None:
+                self._end(call)
 
     def _begin(self, size: int, timeout: Timeout) -> _Call:
         """Take this client's turn and announce a new call id in its slot."""
@@ -1354,6 +1365,8 @@ class Client:
                     target[:] = source
                 elif fill is not None:
                     fill(target)
+            if _faults.armed:
+                _faults.reach("rpc.call.before_commit")
         except BaseException:
             ring.abort(position)
             raise
