@@ -449,6 +449,20 @@ def test_several_server_handles_share_one_service_and_its_parameters(name: str) 
             Server(name, create=True)
 
 
+def test_unlink_removes_the_service_name_while_open_handles_keep_working(name: str) -> None:
+    with service(name, upper) as (server, client):
+        server.unlink()
+        assert not any(os_name.endswith(name) for os_name in our_segments(name))
+        with pytest.raises(NotFoundError):
+            Client(name)
+        assert client.call(b"still") == b"STILL"
+        with Server(name, create=True) as fresh:  # the name is free for a new service
+            assert fresh.created
+    with pytest.raises(ClosedError):
+        server.unlink()
+    assert our_segments(name) == []
+
+
 def test_every_name_a_client_creates_goes_away_when_it_closes(name: str) -> None:
     with Server(name, create=True) as server:
         service_only = our_segments(name)
@@ -497,6 +511,31 @@ def test_close_from_another_thread_stops_serve_and_iteration_and_recv(name: str)
     for thread in threads:
         thread.join(TIMEOUT)
     assert [] in outcomes and any(isinstance(o, ClosedError) for o in outcomes)
+
+
+def test_several_threads_may_serve_one_server_and_close_stops_them_all(name: str) -> None:
+    def handler(data: memoryview) -> bytes:
+        return b"%d:" % threading.get_ident() + bytes(data)
+
+    server = Server(name, create=True)
+    serving = [Serving(server, handler) for _ in range(3)]
+    results: dict[int, list[bytes]] = {}
+
+    def caller(index: int) -> None:
+        with Client(name, timeout=TIMEOUT) as client:
+            results[index] = [client.call(b"%d-%d" % (index, i)) for i in range(100)]
+
+    callers = [threading.Thread(target=caller, args=(index,)) for index in range(3)]
+    for thread in callers:
+        thread.start()
+    for thread in callers:
+        thread.join(TIMEOUT)
+    for index in range(3):
+        assert [reply.split(b":", 1)[1] for reply in results[index]] == [
+            b"%d-%d" % (index, i) for i in range(100)
+        ]
+    server.close()
+    assert sum(thread.stop() for thread in serving) == 300
 
 
 def test_a_handler_may_close_its_server_which_stops_after_replying(name: str) -> None:

@@ -277,6 +277,25 @@ def test_a_server_killed_at_a_named_point_makes_the_waiting_call_raise_server_di
     assert our_segments(name) == []
 
 
+def test_a_call_to_a_service_whose_only_server_was_killed_idle_raises_server_died_error(
+    name: str, record_property: Record
+) -> None:
+    founder = Server(name, create=True)
+    with Client(name) as client:
+        founder.close()  # the client keeps the service; the only server is the child below
+        with reporting("serving", children.serve_until_told, name, "serve") as (server, _, _):
+            request = children.make_request(4, 0, b"before")
+            children.check_reply(client.call(request, timeout=TIMEOUT), request)
+            server.kill()
+        started = time.monotonic()
+        with pytest.raises(ServerDiedError, match="no server is running"):
+            client.call(b"anyone?", timeout=TIMEOUT)
+        waited = time.monotonic() - started
+        report(record_property, "server_died_error_with_no_server_after", waited)
+        assert _rpc.NO_SERVER_GRACE <= waited <= _rpc.NO_SERVER_GRACE + RECOVERY_BOUND
+    assert our_segments(name) == []
+
+
 # ---- clients that die --------------------------------------------------------------
 
 

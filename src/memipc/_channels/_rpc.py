@@ -6,10 +6,11 @@ Shape (docs/design/rpc.md says why):
   table of servers and a table of clients, then the **request ring**, an MPMC
   ring of src/c/ring.c that every client sends into and every server of the
   service (in any number of processes) receives from.
-* Each Client owns one row of the client table and one **reply queue**, an
-  ordinary :class:`~memipc.Queue` named after the service, its row and a
-  random nonce.  A request carries (row, nonce, call id); a server answers
-  into that row's reply queue with the call id in front of the reply.
+* Each Client owns one row of the client table and one **reply queue**, a
+  ring laid out exactly as a :class:`~memipc.Queue`'s (kind ``queue``), named
+  after the service, its row and a random nonce; servers open it with
+  Queue().  A request carries (row, nonce, call id); a server answers into
+  that row's reply queue with the call id in front of the reply.
 * A request record stays claimed (READING, with the server's identity in its
   header, see ring.c) until the server has replied, so the client learns
   everything it needs from its own record (``Ring.inspect``): still waiting
@@ -31,9 +32,9 @@ through ``_core``'s atomics):
         24     8  ring_offset        creator; RING_OFFSET
         32     8  server_table       creator; SERVER_TABLE
         40     8  client_table       creator; CLIENT_TABLE
-        64     8  skipped            (relaxed) requests not handled: caller gone or gave up
-        72     8  replies_dropped    (relaxed) replies not delivered: caller gone or gave up
-        80     8  answered           (relaxed) replies delivered
+        64     8  skipped            (atomic) stats: requests not handled, caller gone or gave up
+        72     8  replies_dropped    (atomic) stats: replies not delivered, caller gone or gave up
+        80     8  answered           (atomic) stats: replies delivered
        128  1024  servers[64]        server slots, 16 bytes each (below)
       4096 32768  clients[512]       client slots, 64 bytes each (below)
      36864  1024  request ring       struct mi_ring (layout.h), tag MI_TAG(QUEUE)
@@ -44,7 +45,7 @@ through ``_core``'s atomics):
     8  8 owner_ns  (atomic)          8  8 owner_ns   (atomic) 1 << 32 | pid namespace; 0 unset
                                     16  8 nonce      owner; names the reply queue
                                     24  8 call       (atomic) owner; call id it waits for, 0 none
-                                    32  8 calls      (relaxed) calls made (stats)
+                                    32  8 calls      (atomic) stats: calls made
 
 A slot is claimed with a CAS of ``owner`` from 0, or from the identity of a
 dead owner (pid + start time + pid namespace, proc.c's rule: a recycled pid
@@ -147,6 +148,8 @@ REPLY_CACHE = 64
 SMALL_REPLY = 64 << 10
 
 assert REQUEST.size == REPLY.size == HEADER
+assert SERVER_TABLE + SERVER_SLOTS * SERVER_SLOT_BYTES <= CLIENT_TABLE
+assert RING_OFFSET == 36864  # the table above
 
 
 class _Default(enum.Enum):
@@ -922,7 +925,8 @@ class Server:
 
         ``drops`` counts requests lost to dead peers, requests not handled
         because their caller had gone or given up, and replies dropped for the
-        same reason.
+        same reason.  ``waits`` counts receives that slept; a server waiting
+        idle counts once per 0.1 s slice (it wakes that often to notice close()).
         """
         buf = self._buf
         ring = self._ring
