@@ -1340,6 +1340,8 @@ static PyObject *ring_close(RingHandle *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *ring_inspect(RingHandle *self, PyObject *position_object); /* request/response, at the end */
+
 static PyMethodDef ring_methods[] = {
     {"send", (PyCFunction)(void (*)(void))ring_send, METH_FASTCALL,
      "send(data, timeout=None, spin=None) -> bool: False if still Full at the timeout."},
@@ -1359,6 +1361,8 @@ static PyMethodDef ring_methods[] = {
     {"depth", (PyCFunction)ring_depth, METH_NOARGS, "depth() -> messages sent and not yet received."},
     {"parameters", (PyCFunction)ring_parameters, METH_NOARGS, "parameters() -> (capacity, max_message, spsc)."},
     {"close", (PyCFunction)ring_close, METH_NOARGS, "close(): release the buffer (idempotent)."},
+    {"inspect", (PyCFunction)ring_inspect, METH_O,
+     "inspect(position) -> (status, reader pid): what became of a committed record (request/response)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1558,6 +1562,10 @@ done:
 
 /* ---- module ------------------------------------------------------------ */
 
+/* request/response, at the end of the file */
+static PyObject *core_process_alive(PyObject *self, PyObject *args);
+static PyObject *core_self_identity(PyObject *self, PyObject *unused);
+
 static PyMethodDef core_methods[] = {
     {"load_u32", core_load_u32, METH_VARARGS, "load_u32(buffer, offset) -> int: acquire load of a u32."},
     {"load_u64", core_load_u64, METH_VARARGS, "load_u64(buffer, offset) -> int: acquire load of a u64."},
@@ -1580,6 +1588,10 @@ static PyMethodDef core_methods[] = {
     {"futex_wait_many", core_futex_wait_many, METH_VARARGS,
      "futex_wait_many([(buffer, offset, expected), ...], timeout=None) -> bool (one slice at most)."},
     {"monotonic_ns", core_monotonic_ns, METH_NOARGS, "monotonic_ns() -> int: CLOCK_MONOTONIC in ns."},
+    {"process_alive", core_process_alive, METH_VARARGS,
+     "process_alive(pid, start_ticks, pidns) -> bool: may that process still run? (proc.c's check)"},
+    {"self_identity", core_self_identity, METH_NOARGS,
+     "self_identity() -> (pid, start_ticks, pidns) of this process, as ring records store them."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2202,4 +2214,63 @@ static struct PyModuleDef core_module = {
 PyMODINIT_FUNC PyInit__core(void)
 {
     return PyModuleDef_Init(&core_module);
+}
+
+
+/* ---- request/response support (Server / Client, _channels/_rpc.py) ------
+ *
+ * A Client asks what became of its request record (Ring.inspect), and the
+ * client and server tables of an rpc segment hold owner identities that
+ * _rpc.py checks with the same liveness rule as the ring's records
+ * (process_alive, self_identity).  Kept together at the end of the file.
+ */
+
+/* inspect(position) -> (status, reader pid); status is "released",
+ * "waiting", "reading", "reader_died" or "writing" (mi_ring_inspect). */
+static PyObject *ring_inspect(RingHandle *self, PyObject *position_object)
+{
+    static const char *const names[] = {"released", "waiting", "reading", "reader_died", "writing"};
+    const struct mi_ring_view *view = ring_live(self, "Client.call");
+    uint64_t position;
+    if (view == NULL || as_u64(position_object, &position) < 0)
+        return NULL;
+    uint32_t status, pid;
+    int outcome;
+    Py_BEGIN_ALLOW_THREADS /* a liveness check reads /proc */
+    outcome = mi_ring_inspect(view, position, &status, &pid);
+    Py_END_ALLOW_THREADS
+    if (outcome != MI_OK)
+        return raise_for_result((enum mi_result)outcome, "Client.call: the request record");
+    if (status >= sizeof names / sizeof names[0]) {
+        PyErr_Format(PyExc_SystemError, "mi_ring_inspect returned status %u", status);
+        return NULL;
+    }
+    return Py_BuildValue("(sI)", names[status], pid);
+}
+
+/* process_alive(pid, start_ticks, pidns) -> bool.  The arguments come from
+ * shared memory: out-of-range values raise OverflowError, pid 0 is dead. */
+static PyObject *core_process_alive(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *pid_object, *ticks_object, *pidns_object;
+    uint32_t pid, pidns;
+    uint64_t start_ticks;
+    if (!PyArg_ParseTuple(args, "OOO:process_alive", &pid_object, &ticks_object, &pidns_object))
+        return NULL;
+    if (as_u32(pid_object, &pid) < 0 || as_u64(ticks_object, &start_ticks) < 0 || as_u32(pidns_object, &pidns) < 0)
+        return NULL;
+    int alive;
+    Py_BEGIN_ALLOW_THREADS
+    alive = mi_process_alive(pid, start_ticks, pidns);
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(alive);
+}
+
+static PyObject *core_self_identity(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    const struct mi_self *me = mi_self_get();
+    return Py_BuildValue("(IKI)", me->pid, (unsigned long long)me->start_ticks, me->pidns);
 }

@@ -430,3 +430,88 @@ uint64_t mi_ring_depth(const struct mi_ring_view *view)
     uint64_t received = mi_load_relaxed_u64(&view->ring->received);
     return sent > received ? sent - received : 0;
 }
+
+/* ---- inspecting a committed record (request/response) ----------------------
+ *
+ * A Client keeps the position of its request record and, between slices of
+ * waiting for the reply, asks what became of it.  The record itself says who
+ * took it: a consumer's claim writes its identity and the state READING in
+ * one header update under the consumer lock, so "the server that took my call
+ * died" needs no extra shared word, and there is no window between a server
+ * taking a request and the request naming that server.
+ *
+ * The room of a record is reused only after `release` passes it, so while
+ * release <= position < tail the header at `position` is that record's.  As
+ * in advance_release (stale reads), the header is trusted only if `release`
+ * still stands at or below `position` after reading it; if it moved past, the
+ * record was released meanwhile, and that is the answer.
+ */
+int mi_ring_inspect(const struct mi_ring_view *view, uint64_t position, uint32_t *status, uint32_t *reader_pid)
+{
+    struct mi_ring *ring = view->ring;
+    *status = MI_INSPECT_RELEASED;
+    *reader_pid = 0;
+    if (position % MI_RECORD_HEADER != 0)
+        return MI_CORRUPT;
+    for (int attempt = 0; attempt < 8; attempt++) {
+        uint64_t release, head, tail;
+        if (load_cursors(view, &release, &head, &tail) != MI_OK)
+            return MI_CORRUPT;
+        if (position < release)
+            return MI_OK; /* consumed and passed over; the room may hold newer records */
+        if (position >= tail)
+            return MI_CORRUPT; /* never reserved, so not a position any producer was given */
+        struct mi_record *record = record_at(view, position);
+        /* acquire: pairs with the release stores of `state` in finish() and
+         * mi_ring_claim(); the identity written before READING is visible. */
+        uint32_t state = mi_load_acquire_u32(&record->state);
+        uint64_t recorded = mi_load_relaxed_u64(&record->position);
+        uint32_t pid = mi_load_relaxed_u32(&record->pid);
+        uint32_t pidns = mi_load_relaxed_u32(&record->pidns);
+        uint64_t start_ticks = mi_load_relaxed_u64(&record->start_ticks);
+        mi_fence_acquire(); /* the header reads above happen before this re-check */
+        if (mi_load_acquire_u64(&ring->release) > position)
+            return MI_OK; /* released while we read: the bytes may be a newer header */
+        if (recorded != position)
+            return MI_CORRUPT;
+        switch (state) {
+        case MI_RECORD_WRITING:
+            *status = MI_INSPECT_WRITING;
+            return MI_OK;
+        case MI_RECORD_COMMITTED:
+            *status = MI_INSPECT_WAITING;
+            return MI_OK;
+        case MI_RECORD_CONSUMED:
+        case MI_RECORD_PADDING:
+            return MI_OK; /* released, not yet passed over by `release` */
+        case MI_RECORD_READING:
+            break;
+        default:
+            return MI_CORRUPT;
+        }
+        *reader_pid = pid;
+        if (mi_process_alive(pid, start_ticks, pidns)) {
+            *status = MI_INSPECT_READING;
+            return MI_OK;
+        }
+        /* The identity was read field by field: a record handed back by a
+         * claim whose head CAS failed and claimed again while we read could
+         * pair one reader's pid with another's start time.  Trust "dead"
+         * only if a second read finds the same reader still holding it. */
+        int same = mi_load_acquire_u32(&record->state) == MI_RECORD_READING
+                   && mi_load_relaxed_u32(&record->pid) == pid && mi_load_relaxed_u32(&record->pidns) == pidns
+                   && mi_load_relaxed_u64(&record->start_ticks) == start_ticks;
+        mi_fence_acquire(); /* as above: the second read happens before the re-check */
+        if (mi_load_acquire_u64(&ring->release) > position) {
+            *reader_pid = 0;
+            return MI_OK;
+        }
+        if (same) {
+            *status = MI_INSPECT_READER_DIED;
+            return MI_OK;
+        }
+    }
+    /* The header kept changing under us: report it held, the caller asks again later. */
+    *status = MI_INSPECT_READING;
+    return MI_OK;
+}

@@ -48,4 +48,21 @@ int mi_ring_release(const struct mi_ring_view *view, uint64_t position);
 /* Messages committed and not yet consumed (approximate while busy). */
 uint64_t mi_ring_depth(const struct mi_ring_view *view);
 
+/* Request/response (Server/Client, src/memipc/_channels/_rpc.py): what became
+ * of the record committed at `position`, asked by the producer that committed
+ * it while it waits for an answer.  On MI_OK, *status is one of:
+ *   MI_INSPECT_RELEASED     consumed and released (its room may be reused)
+ *   MI_INSPECT_WAITING      committed, no consumer has claimed it yet
+ *   MI_INSPECT_READING      claimed by a consumer that is alive
+ *   MI_INSPECT_READER_DIED  claimed by a consumer that has died
+ *   MI_INSPECT_WRITING      not committed yet (only its producer sees this)
+ * and *reader_pid the claiming process for the two READING states (else 0).
+ * MI_CORRUPT if the cursors or the header fail validation. */
+#define MI_INSPECT_RELEASED 0u
+#define MI_INSPECT_WAITING 1u
+#define MI_INSPECT_READING 2u
+#define MI_INSPECT_READER_DIED 3u
+#define MI_INSPECT_WRITING 4u
+int mi_ring_inspect(const struct mi_ring_view *view, uint64_t position, uint32_t *status, uint32_t *reader_pid);
+
 #endif

@@ -17,8 +17,9 @@ Layers, each importing only those below it: ``_platform`` (the OS) and
 → synchronization → channels → ``cli``.
 """
 
-from ._channels import ChannelStats, Publisher, Queue, Subscriber, SubscriberInfo
+from ._channels import ChannelStats, Client, Publisher, Queue, Request, Server, Subscriber, SubscriberInfo
 from ._errors import (
+    CallTimeoutError,
     ClosedError,
     CorruptRegionError,
     Empty,
@@ -28,6 +29,8 @@ from ._errors import (
     KindMismatchError,
     MessageTooLargeError,
     NotFoundError,
+    RemoteError,
+    ServerDiedError,
 )
 from ._region import Region, RegionInfo
 from ._sync import Condition, Event, Mutex, RWLock, Semaphore, SyncStats, wait_any
@@ -36,7 +39,9 @@ from ._view import View, ViewStream
 __version__ = "0.1.0"
 
 __all__ = [
+    "CallTimeoutError",
     "ChannelStats",
+    "Client",
     "ClosedError",
     "Condition",
     "CorruptRegionError",
@@ -54,7 +59,11 @@ __all__ = [
     "RWLock",
     "Region",
     "RegionInfo",
+    "RemoteError",
+    "Request",
     "Semaphore",
+    "Server",
+    "ServerDiedError",
     "Subscriber",
     "SubscriberInfo",
     "SyncStats",

@@ -12,7 +12,10 @@ the standard exception a user would already catch for the same situation, so
         ├── CorruptRegionError     (also ValueError)  shared state failed validation
         ├── MessageTooLargeError   (also ValueError)  a message can never fit the channel
         ├── Empty                  (also queue.Empty) nothing to receive before the timeout
+        │   └── CallTimeoutError   (also TimeoutError) Client.call got no reply in time
         ├── Full                   (also queue.Full)  no room to send before the timeout
+        ├── ServerDiedError        (also ConnectionError) the server of a call died or is gone
+        ├── RemoteError                               the server's handler failed the call
         └── ClosedError                               *you* closed this handle
 
 Operating-system failures (permissions, no space) are not wrapped: they pass
@@ -29,6 +32,7 @@ from __future__ import annotations
 import queue
 
 __all__ = [
+    "CallTimeoutError",
     "ClosedError",
     "CorruptRegionError",
     "Empty",
@@ -38,6 +42,8 @@ __all__ = [
     "KindMismatchError",
     "MessageTooLargeError",
     "NotFoundError",
+    "RemoteError",
+    "ServerDiedError",
 ]
 
 
@@ -82,7 +88,33 @@ class ClosedError(Error):
     """The handle was closed by its owner and can no longer be used."""
 
 
+class CallTimeoutError(Empty, TimeoutError):
+    """``Client.call`` got no reply before its timeout.
+
+    An :class:`Empty` (the reply never arrived) and a :class:`TimeoutError`,
+    so ``except TimeoutError`` works too.  The message says where the call
+    was: still waiting for a server to take it, or taken by server pid N.
+    """
+
+
+class ServerDiedError(Error, ConnectionError):
+    """The server that took a call died before answering it, or no server is left to take it.
+
+    A peer that broke, not a handle the caller closed (that is :class:`ClosedError`).
+    Whether the handler ran, fully or in part, is unknown; retry only what is
+    safe to do twice.
+    """
+
+
+class RemoteError(Error):
+    """The server could not answer a call: its handler raised, or it dropped the request unanswered.
+
+    The message carries the server's exception and traceback as text.
+    """
+
+
 for _error in (
+    CallTimeoutError,
     ClosedError,
     CorruptRegionError,
     Empty,
@@ -92,6 +124,8 @@ for _error in (
     KindMismatchError,
     MessageTooLargeError,
     NotFoundError,
+    RemoteError,
+    ServerDiedError,
 ):
     _error.__module__ = "memipc"
 del _error

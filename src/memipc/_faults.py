@@ -21,6 +21,11 @@ Points defined so far (grep for ``_faults.reach`` to see them in place):
 ``pubsub.loan.after_reserve``       a publisher holds the publisher lock, nothing copied
 ``pubsub.loan.before_commit``       the loan block finished filling; not yet published
 ``pubsub.recv_view.inside``         a subscriber is reading a record in place (cursor not moved)
+``rpc.call.before_commit``          a Client's request is written into the ring, not committed
+``rpc.call.after_send``             a Client's request is committed; it has not waited yet
+``rpc.serve.after_claim``           a Server took a request (READING), its handler not yet run
+``rpc.serve.in_handler``            serve() is about to call the handler
+``rpc.reply.before_commit``         a reply is written into the caller's queue, not committed
 ==================================  ==================================================
 
 A "mid-copy" death is a kill inside a ``with queue.loan(n) as buf:`` block
