@@ -442,4 +442,4 @@ class Subscriber(_Endpoint):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-SubscriberInfo.__module__ = "memipc"
+SubscriberInfo.__module__ = Publisher.__module__ = Subscriber.__module__ = "memipc"
