@@ -20,11 +20,8 @@ from pathlib import Path
 
 import pytest
 
-import memipc
 from memipc.cli import _demo
 
-HAS_SERVER = hasattr(memipc, "Server") and hasattr(memipc, "Client")
-needs_server = pytest.mark.skipif(not HAS_SERVER, reason="memipc.Server/Client are not in this build yet")
 SMALL = (160, 120)
 FRAMES = 3
 #: The frame whose input and results are written: one warm-up frame, then FRAMES.
@@ -121,7 +118,6 @@ def test_demo_moves_frames_the_seeds_way_and_writes_the_input_and_both_results(
     assert not left_behind
 
 
-@needs_server
 def test_demo_moves_the_same_frames_with_client_and_server_and_gets_the_same_results(
     pnm_run: tuple[subprocess.CompletedProcess[str], Path, set[str]],
 ) -> None:
@@ -133,17 +129,6 @@ def test_demo_moves_the_same_frames_with_client_and_server_and_gets_the_same_res
     _check_images(images, "server")
     assert images["server-erased"] == images["region-erased"]
     assert images["server-gray"] == images["region-gray"]
-
-
-# Remove with the fallback in _demo._run_server_way once Server/Client are merged.
-@pytest.mark.skipif(HAS_SERVER, reason="memipc.Server/Client are in this build")
-def test_demo_says_the_client_server_half_is_unavailable_without_server(
-    pnm_run: tuple[subprocess.CompletedProcess[str], Path, set[str]],
-) -> None:
-    result, out, _ = pnm_run
-    assert result.returncode == 0, result.stderr
-    assert re.search(r"Client / Server\s+-\s+not available", result.stdout)
-    assert sorted(p.name for p in out.iterdir()) == ["input.ppm", "region-erased.ppm", "region-gray.pgm"]
 
 
 def test_demo_writes_png_files_when_pypng_is_installed(tmp_path: Path) -> None:
@@ -165,7 +150,7 @@ def test_demo_writes_png_files_when_pypng_is_installed(tmp_path: Path) -> None:
     assert images["region-gray"] == (b"P5", *SMALL, _gray(_erased(frame, *SMALL)))
 
 
-@pytest.mark.parametrize("way", ["region", pytest.param("server", marks=needs_server)])
+@pytest.mark.parametrize("way", ["region", "server"])
 def test_a_worker_that_dies_is_reported_and_nothing_is_left_behind(way: str) -> None:
     before = _demo_names()
     result = _memipc("demo", "--frames", "5", "--size", "small", "--no-files", "--crash-worker", f"{way}:3")

@@ -579,7 +579,6 @@ def _answer(request: memoryview, scratch: bytearray) -> bytearray:
 
 def _server_worker(base: str, width: int, height: int, crash_at: int) -> None:
     """Worker, Client/Server way: serve requests until the parent stops us (KeyboardInterrupt)."""
-    server_class: Any = getattr(memipc, "Server", None)
     up = memipc.Event(base + UP_SUFFIX, create=False)
     capacity, max_message = _server_sizes(width, height)
     served = 0
@@ -593,7 +592,7 @@ def _server_worker(base: str, width: int, height: int, crash_at: int) -> None:
         return _answer(request, scratch)
 
     try:
-        with server_class(base + SERVER_SUFFIX, capacity=capacity, max_message=max_message) as server:
+        with memipc.Server(base + SERVER_SUFFIX, capacity=capacity, max_message=max_message) as server:
             up.set()
             server.serve(handle)
     finally:
@@ -628,12 +627,6 @@ def _check_reply(reply: memoryview, job: Job, step: int) -> tuple[int, int, int]
 def _run_server_way(job: Job, progress: Progress, supervisor: Supervisor) -> MethodRun:
     """The same job with memipc.Client / memipc.Server: one call per frame."""
     outcome = MethodRun(SERVER_LABEL, "server", 3 * job.width * job.height)
-    client_class: Any = getattr(memipc, "Client", None)
-    if getattr(memipc, "Server", None) is None or client_class is None:
-        # Until Server/Client land in this branch; remove this fallback after the merge.
-        outcome.unavailable = "not available: this build of memipc has no Server/Client yet"
-        progress.note(f"{SERVER_LABEL}: {outcome.unavailable}")
-        return outcome
     base = _unique_name(outcome.slug)
     up = memipc.Event(base + UP_SUFFIX, create=True)
     process: BaseProcess | None = None
@@ -645,7 +638,7 @@ def _run_server_way(job: Job, progress: Progress, supervisor: Supervisor) -> Met
             outcome.worker_pid = process.pid
             progress.start(SERVER_LABEL, job.frames, process.pid)
             request = bytearray(REQUEST.size + outcome.frame_bytes)
-            with client_class(base + SERVER_SUFFIX) as client, memoryview(request) as whole:
+            with memipc.Client(base + SERVER_SUFFIX) as client, memoryview(request) as whole:
                 pixels = whole[REQUEST.size :]
                 for step in range(WARMUP_FRAMES + job.frames):
                     job.maker.make_into(step, pixels)
@@ -910,7 +903,6 @@ class MethodRun:
     work_ns: list[int] = field(default_factory=list)
     last_input: bytes | None = None
     last_results: tuple[bytes, bytes] | None = None
-    unavailable: str | None = None
 
     def record(self, latency_ns: int, work_ns: int) -> None:
         self.latencies_ns.append(latency_ns)
@@ -987,9 +979,6 @@ def _table(runs: list[MethodRun]) -> list[str]:
         f"{'method':24}{columns}",
     ]
     for outcome in runs:
-        if outcome.unavailable:
-            lines.append(f"{outcome.label:24}{'-':>7}  {outcome.unavailable}")
-            continue
         mean, p50, p99, work, rate = outcome.summary()
         lines.append(
             f"{outcome.label:24}{len(outcome.latencies_ns):>7}"
