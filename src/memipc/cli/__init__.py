@@ -10,9 +10,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import _demo
+from . import _demo, _gc, _info, _ls, _rm, _watch
 
 EPILOG = """examples:
+  memipc ls                   what is in shared memory: kind, size, creator, users, stale flag
+  memipc info frames          one object's state: queue depth, subscriber lag, mutex owner, ...
+  memipc watch frames         the same, live, with rates per second
+  memipc gc --dry-run         what `memipc gc` would remove (objects whose users all died)
+  memipc rm frames            remove an object nobody uses (--force: even if used)
   memipc demo                 seed 000's image job between two processes, two ways, timed
   memipc demo --frames 20 --size 640x480 --out frames
 """
@@ -26,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _ls.add_parser(commands)
+    _info.add_parser(commands)
+    _watch.add_parser(commands)
+    _rm.add_parser(commands)
+    _gc.add_parser(commands)
     _demo.add_parser(commands)
     return parser
 
