@@ -10,11 +10,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import _demo
+from . import _demo, _doctor
 
 EPILOG = """examples:
   memipc demo                 seed 000's image job between two processes, two ways, timed
   memipc demo --frames 20 --size 640x480 --out frames
+  memipc doctor               check /dev/shm, containers, RemoveIPC and limits; explain each fix
 """
 
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _demo.add_parser(commands)
+    _doctor.add_parser(commands)
     return parser
 
 
