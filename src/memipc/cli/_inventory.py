@@ -175,7 +175,10 @@ def _read(oname: ObjectName, fd: int) -> Entry:
     info = os.fstat(fd)
     in_use = _lifetime.in_use_elsewhere(fd)
     if info.st_size < HEADER_BYTES:
-        if info.st_size == 0 and time.time() - info.st_mtime < ABANDONED_AFTER_SECONDS:
+        # Zero bytes is a creator between creating the file and sizing it (or
+        # one that died there): unpublished, and stale once abandoned, as
+        # reclaim_abandoned() sees it.  Any other short size is not memipc's.
+        if info.st_size == 0:
             return _unpublished(oname, info, in_use)
         return _broken(oname, f"only {info.st_size} bytes, smaller than a header", info, in_use)
     with mmap.mmap(fd, HEADER_BYTES, access=mmap.ACCESS_READ) as header_map:
