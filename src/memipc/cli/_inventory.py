@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import stat
 import struct
 import time
 from dataclasses import dataclass, field
@@ -140,6 +141,17 @@ def _foreign(os_name: str) -> Entry:
 
 def inspect(oname: ObjectName) -> Entry | None:
     """The entry for one memipc name, or None if it does not exist (any more)."""
+    try:
+        # Opening a FIFO (or a device) for reading can wait for ever: look
+        # first.  Only a non-file swapped in between the two calls could
+        # still block, which no memipc process ever does.
+        info = os.stat(platform.segment_path(oname.os_name), follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return _broken(oname, f"cannot look at it: {error.strerror}", None)
+    if not stat.S_ISREG(info.st_mode):
+        return _broken(oname, "it is not a regular file, so memipc did not make it", info)
     try:
         fd = platform.open_segment(oname.os_name, create=False, mode=0, writable=False)
     except FileNotFoundError:
