@@ -251,7 +251,12 @@ def _unpublished(oname: ObjectName, info: os.stat_result, in_use: bool) -> Entry
 
 
 def find(name: str) -> Entry | None:
-    """The entry a user means by ``name`` (a memipc name, ``Global\\name``, or an OS name)."""
+    """The entry a user means by ``name`` (a memipc name, ``Global\\name``, or an OS name).
+
+    A foreign segment is found by its exact /dev/shm name (as ``memipc ls
+    --all`` shows it), so that commands can say what it is instead of
+    claiming it does not exist.
+    """
     from .._names import parse  # noqa: PLC0415 - keeps the import list of the module short
 
     candidates: list[ObjectName] = []
@@ -264,6 +269,8 @@ def find(name: str) -> Entry | None:
         entry = inspect(oname)
         if entry is not None:
             return entry
+    if direct is None and name in platform.list_segments():
+        return _foreign(name)
     return None
 
 
@@ -283,8 +290,12 @@ def remove(entry: Entry, *, force: bool) -> Removal:
     if not entry.memipc:
         return Removal(entry, False, "not a memipc object; memipc removes only what it created")
     if entry.in_use and not force:
-        who = ", ".join(map(str, entry.attached)) or "processes whose attach rows are not listed"
-        return Removal(entry, False, f"in use by pid {who}; close it there, or pass --force")
+        who = (
+            f"pid {', '.join(map(str, entry.attached))}"
+            if entry.attached
+            else "processes that are not listed in its attach table"
+        )
+        return Removal(entry, False, f"in use by {who}; close it there, or pass --force")
     try:
         platform.unlink_segment(entry.os_name)
     except FileNotFoundError:
