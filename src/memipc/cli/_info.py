@@ -35,16 +35,16 @@ def run(args: argparse.Namespace) -> int:
     if entry is None:
         _table.note(f"memipc info: no object named {args.name!r}; `memipc ls` lists what exists")
         return 1
-    problem = entry.problem
+    problem, corrupt = entry.problem, entry.kind == _inventory.CORRUPT
     try:
         state = _inventory.state(entry)
     except CorruptRegionError as error:
-        state, problem = {}, str(error)
+        state, problem, corrupt = {}, str(error), True
     if args.json:
         _table.emit_json({**entry.as_json(), "state": state, "problem": problem})
     else:
         print("\n".join(lines(entry, state, problem)))
-    return 1 if problem and entry.kind == _inventory.CORRUPT else 0
+    return 1 if corrupt else 0
 
 
 def lines(entry: _inventory.Entry, state: dict[str, Any], problem: str | None) -> list[str]:

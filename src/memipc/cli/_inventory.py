@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import stat
 import struct
 import time
 from dataclasses import dataclass, field
@@ -141,6 +142,17 @@ def _foreign(os_name: str) -> Entry:
 def inspect(oname: ObjectName) -> Entry | None:
     """The entry for one memipc name, or None if it does not exist (any more)."""
     try:
+        # Opening a FIFO (or a device) for reading can wait for ever: look
+        # first.  Only a non-file swapped in between the two calls could
+        # still block, which no memipc process ever does.
+        info = os.stat(platform.segment_path(oname.os_name), follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return _broken(oname, f"cannot look at it: {error.strerror}", None)
+    if not stat.S_ISREG(info.st_mode):
+        return _broken(oname, "it is not a regular file, so memipc did not make it", info)
+    try:
         fd = platform.open_segment(oname.os_name, create=False, mode=0, writable=False)
     except FileNotFoundError:
         return None
@@ -175,7 +187,10 @@ def _read(oname: ObjectName, fd: int) -> Entry:
     info = os.fstat(fd)
     in_use = _lifetime.in_use_elsewhere(fd)
     if info.st_size < HEADER_BYTES:
-        if info.st_size == 0 and time.time() - info.st_mtime < ABANDONED_AFTER_SECONDS:
+        # Zero bytes is a creator between creating the file and sizing it (or
+        # one that died there): unpublished, and stale once abandoned, as
+        # reclaim_abandoned() sees it.  Any other short size is not memipc's.
+        if info.st_size == 0:
             return _unpublished(oname, info, in_use)
         return _broken(oname, f"only {info.st_size} bytes, smaller than a header", info, in_use)
     with mmap.mmap(fd, HEADER_BYTES, access=mmap.ACCESS_READ) as header_map:
@@ -236,7 +251,12 @@ def _unpublished(oname: ObjectName, info: os.stat_result, in_use: bool) -> Entry
 
 
 def find(name: str) -> Entry | None:
-    """The entry a user means by ``name`` (a memipc name, ``Global\\name``, or an OS name)."""
+    """The entry a user means by ``name`` (a memipc name, ``Global\\name``, or an OS name).
+
+    A foreign segment is found by its exact /dev/shm name (as ``memipc ls
+    --all`` shows it), so that commands can say what it is instead of
+    claiming it does not exist.
+    """
     from .._names import parse  # noqa: PLC0415 - keeps the import list of the module short
 
     candidates: list[ObjectName] = []
@@ -249,6 +269,8 @@ def find(name: str) -> Entry | None:
         entry = inspect(oname)
         if entry is not None:
             return entry
+    if direct is None and name in platform.list_segments():
+        return _foreign(name)
     return None
 
 
@@ -268,8 +290,12 @@ def remove(entry: Entry, *, force: bool) -> Removal:
     if not entry.memipc:
         return Removal(entry, False, "not a memipc object; memipc removes only what it created")
     if entry.in_use and not force:
-        who = ", ".join(map(str, entry.attached)) or "processes whose attach rows are not listed"
-        return Removal(entry, False, f"in use by pid {who}; close it there, or pass --force")
+        who = (
+            f"pid {', '.join(map(str, entry.attached))}"
+            if entry.attached
+            else "processes that are not listed in its attach table"
+        )
+        return Removal(entry, False, f"in use by {who}; close it there, or pass --force")
     try:
         platform.unlink_segment(entry.os_name)
     except FileNotFoundError:

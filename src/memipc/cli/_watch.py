@@ -43,7 +43,7 @@ def add_parser(commands: Any) -> None:
         "--interval", type=_positive, default=1.0, help="seconds between refreshes (default 1)"
     )
     parser.add_argument(
-        "--count", type=int, default=0, help="stop after this many refreshes (0: until Ctrl-C)"
+        "--count", type=_count, default=0, help="stop after this many refreshes (0: until Ctrl-C)"
     )
     parser.set_defaults(run=run)
 
@@ -52,6 +52,13 @@ def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (until Ctrl-C) or a number of refreshes, not {text}")
     return value
 
 
