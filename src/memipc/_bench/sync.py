@@ -21,16 +21,6 @@ conditions (bench/README.md gives the method):
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# `python bench/sync.py` puts bench/ first on sys.path, where a script named
-# like a stdlib module (as bench/queue.py once was) shadows it for every import
-# below, here and in the spawned processes, which inherit sys.path.  Nothing is
-# imported from bench/, so the entry goes before anything else is imported.
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-
 import argparse
 import datetime
 import hashlib
@@ -44,6 +34,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -52,6 +43,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 

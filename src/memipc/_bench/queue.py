@@ -28,14 +28,6 @@ with the main threads of the two processes pinned to two different CPUs
 
 from __future__ import annotations
 
-import os
-import sys
-
-# `python bench/queue_bench.py` puts bench/ first on sys.path, where this file would stand in for the
-# standard library's `queue` (which multiprocessing, faster-fifo and pyzmq import): move it last.
-if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.realpath(__file__)):
-    sys.path.append(sys.path.pop(0))
-
 import argparse
 import datetime
 import faulthandler
@@ -45,10 +37,12 @@ import json
 import math
 import multiprocessing
 import multiprocessing.connection
+import os
 import platform
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -63,9 +57,9 @@ from multiprocessing.context import SpawnContext
 from pathlib import Path
 from typing import Any, Literal
 
-import peers
-
 import memipc
+
+from . import peers
 
 Kind = Literal["rt", "stream", "batch", "zerocopy"]
 Mode = Literal["blocking", "busy"]

@@ -34,10 +34,9 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-import harness
-import peers
-from harness import MIB, Latency, Placement, size_name
-from peers import rpc
+from . import harness, peers
+from .harness import MIB, Latency, Placement, size_name
+from .peers import rpc
 
 SIZES: tuple[int, ...] = (64, MIB)
 MAX_MESSAGE = MIB

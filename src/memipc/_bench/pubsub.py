@@ -38,10 +38,9 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-import harness
-import peers
-from harness import KIB, MIB, Placement, size_name
-from peers import pubsub
+from . import harness, peers
+from .harness import KIB, MIB, Placement, size_name
+from .peers import pubsub
 
 SIZES: tuple[int, ...] = (64, MIB)
 FANOUT: tuple[int, ...] = (1, 4, 16)
