@@ -7,7 +7,7 @@ channel lets it to 1, 4 and 16 subscriber processes, every one of them a
 spawned process that attached before the first message was sent.  Every
 configuration is lossless (the publisher waits for the slowest subscriber);
 each subscriber reads the first and last byte of every message.  For every
-peer (bench/peers/pubsub_*.py) and each (size, subscribers) cell the run
+peer (:mod:`memipc._bench.peers.pubsub`) and each (size, subscribers) cell the run
 reports messages/s per subscriber (messages received after the first, over
 the time from the first to the last one), the mean and range over the
 subscribers, the publisher's send rate, and any message lost; then the ratio
@@ -16,7 +16,8 @@ of memipc to every peer measured in the same run, and issue 5's target
 bench/README.md gives the method.
 
 ``--peers`` picks peers by name (memipc_view is always measured); ``--json``
-prints one JSON document on stdout and nothing else.
+prints one JSON document on stdout and nothing else.  ``memipc bench`` runs
+the same :func:`measure` with sizes and fan-outs of its choice.
 """
 
 from __future__ import annotations
@@ -391,7 +392,17 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def measure(s: Settings, selected: Sequence[str], placement: Placement, command: str, quiet: bool) -> Report:
+def measure(
+    s: Settings,
+    selected: Sequence[str],
+    placement: Placement,
+    command: str,
+    progress: harness.Progress,
+    *,
+    sizes: Sequence[int] = SIZES,
+    fanout: Sequence[int] = FANOUT,
+) -> Report:
+    """One run: every row in `selected` (memipc_view first), at every size and count of subscribers."""
     started = time.monotonic()
     rows: list[Row] = []
     adapters: dict[str, pubsub.PubSubPeer] = {}
@@ -418,24 +429,22 @@ def measure(s: Settings, selected: Sequence[str], placement: Placement, command:
         "machine": harness.machine_note(),
         "placement": where,
         "settings": asdict(s),
-        "sizes": list(SIZES),
-        "subscribers": list(FANOUT),
-        "depth": {str(size): depth_for(size) for size in SIZES},
+        "sizes": list(sizes),
+        "subscribers": list(fanout),
+        "depth": {str(size): depth_for(size) for size in sizes},
         "loadavg_start": list(os.getloadavg()),
     }
     pool: Pool | None = None
     try:
-        groups = [(size, n) for size in SIZES for n in FANOUT]
+        groups = [(size, n) for size in sizes for n in fanout]
         for round_index in range(s.rounds):
             for group_index, (size, n) in enumerate(groups):
                 for name in harness.rotated(list(adapters), round_index + group_index):
-                    harness.progress(
-                        quiet,
-                        f"round {round_index + 1}/{s.rounds}: {name}, {size_name(size)}, {n} subscriber(s)",
-                    )
+                    cell_name = f"{name}, {size_name(size)}, {n} subscriber(s)"
+                    progress(f"round {round_index + 1}/{s.rounds}: {cell_name}")
                     row = by_name[name]
                     if pool is None:
-                        pool = Pool(placement, max(FANOUT))
+                        pool = Pool(placement, max(fanout))
                     try:
                         cell = run_cell(pool, name, adapters[name], size, n, s)
                     except CellFailed as failed:
@@ -478,7 +487,8 @@ def ratios(report: Report) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     labels = {row.name: row.label for row in report.rows}
     n = TARGET_SUBSCRIBERS
-    for size in SIZES:
+    sizes: list[int] = report.meta["sizes"]
+    for size in sizes:
         mine = _mean(report, SUBJECT, size, n)
         candidates = [(_mean(report, name, size, n), name) for name in TARGET_PEERS]
         measured = [(rate, name) for rate, name in candidates if not math.isnan(rate)]
@@ -495,7 +505,7 @@ def ratios(report: Report) -> list[dict[str, Any]]:
             }
         )
     # Context, no target: memipc against every other row at the target's fan-out (the tables have the rest).
-    for size in SIZES:
+    for size in sizes:
         for row in report.rows:
             if row.name == SUBJECT or not row.cells:
                 continue
@@ -575,14 +585,15 @@ def print_text(report: Report) -> None:
         f"  {'peer':<24}{'subs':>5}{'mean/s':>11}{'min/s':>10}{'max/s':>10}{'GB/s/sub':>10}"
         f"{'pub/s':>10}{'lost':>6}{'memipc x':>10}"
     )
-    for number, size in enumerate(SIZES, 1):
+    sizes: list[int] = meta["sizes"]
+    for number, size in enumerate(sizes, 1):
         print(
             f"({number}) {size_name(size)}: msgs/s per subscriber (messages after the first / first-to-last "
             "receipt), over all subscribers and rounds; 'memipc x' = memipc recv_view's mean / this row's"
         )
         print(header)
         for row in measured:
-            for n in FANOUT:
+            for n in meta["subscribers"]:
                 figures = row.cells.get((size, n))
                 if figures is None:
                     print(f"  {row.label:<24}{n:>5}{'-':>11}")
@@ -596,7 +607,7 @@ def print_text(report: Report) -> None:
                     f"{harness.times(versus_memipc(report, row, size, n)):>10}"
                 )
         print()
-    print(f"({len(SIZES) + 1}) Ratios (issue 5 target; per-subscriber means over the whole run)")
+    print(f"({len(sizes) + 1}) Ratios (issue 5 target; per-subscriber means over the whole run)")
     for ratio in report.ratios:
         value = ratio["value"]
         text = "-" if math.isnan(value) else f"{value:.2f}" if value < 100 else f"{value:.0f}"
@@ -608,7 +619,7 @@ def print_text(report: Report) -> None:
             line += f"  target {ratio['target']}: {verdict}"
         print(line)
     for row in measured:
-        for size in SIZES:
+        for size in sizes:
             figures = row.cells.get((size, TARGET_SUBSCRIBERS))
             if figures is not None and len(figures.round_means) > 1:
                 print(
@@ -619,8 +630,9 @@ def print_text(report: Report) -> None:
         print(f"note: {note.splitlines()[0]}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def main(argv: Sequence[str] | None = None, *, script: str = "python bench/pubsub_bench.py") -> int:
+    """bench/pubsub_bench.py: `script` is how the run was started (its report says so)."""
+    parser = argparse.ArgumentParser(prog=script, description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="one round, shorter streams: under a minute")
     parser.add_argument("--json", action="store_true", help="print only a JSON document on stdout")
     parser.add_argument(
@@ -640,15 +652,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(pubsub.NAMES)}")
     selected = [name for name in pubsub.NAMES if name == SUBJECT or name in chosen]
-    command = " ".join(["python bench/pubsub_bench.py", *(argv if argv is not None else sys.argv[1:])])
-    report = measure(QUICK if args.quick else FULL, selected, args.placement, command, quiet=args.json)
+    command = " ".join([script, *(argv if argv is not None else sys.argv[1:])])
+    progress = harness.silent if args.json else harness.to_stderr
+    report = measure(QUICK if args.quick else FULL, selected, args.placement, command, progress)
     if args.json:
         json.dump(as_json(report), sys.stdout, indent=2)
         print()
     else:
         print_text(report)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,9 +2,9 @@
 
     python bench/queue_bench.py [--quick] [--json] [--peers a,b]
 
-For memipc.Queue and every importable peer (bench/peers/), one run measures,
-with the main threads of the two processes pinned to two different CPUs
-(bench/QUEUE.md gives the method):
+For memipc.Queue and every importable peer (:mod:`memipc._bench.peers`), one
+run measures, with the main threads of the two processes pinned to two
+different CPUs (bench/README.md gives the method):
 
 1. ping-pong round trip (A sends a message of N bytes on a2b, B receives it
    and sends it back on b2a) for 64 B, 4 KiB, 1 MiB and 16 MiB, in the
@@ -23,32 +23,28 @@ with the main threads of the two processes pinned to two different CPUs
 5. the ratios issue 4's targets are stated in.
 
 ``--peers`` picks peers by module name (memipc_queue is always measured).
-``--json`` prints one JSON document on stdout and nothing else.
+``--json`` prints one JSON document on stdout and nothing else.  ``memipc
+bench`` runs the same :func:`measure` with sizes and references of its choice.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import faulthandler
-import hashlib
 import itertools
 import json
 import math
 import multiprocessing
 import multiprocessing.connection
 import os
-import platform
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from multiprocessing import shared_memory
@@ -57,22 +53,19 @@ from multiprocessing.context import SpawnContext
 from pathlib import Path
 from typing import Any, Literal
 
-import memipc
-
-from . import peers
+from . import harness, peers
+from .harness import KIB, MIB, Latency, latency, payload_of, pin, rotated, size_name
 
 Kind = Literal["rt", "stream", "batch", "zerocopy"]
 Mode = Literal["blocking", "busy"]
 
-HERE = Path(__file__).resolve().parent
-PINGPONG_C = HERE / "micro" / "futex_pingpong.c"
-MEMCPY_C = HERE / "micro" / "memcpy_bandwidth.c"
 SPAWN: SpawnContext = peers.SPAWN
 
-KIB, MIB = 1 << 10, 1 << 20
 SIZES: tuple[int, ...] = (64, 4 * KIB, MIB, 16 * MIB)
 MAX_MESSAGE = 16 * MIB
 SUBJECT = "memipc_queue"
+#: The references measured beside the peers: a Python spin over stdlib shared_memory, and two C programs.
+REFERENCES: tuple[str, ...] = ("shm_counters", "c_pingpong", "memcpy")
 #: A one-byte message ends a phase: every measured size is at least 64 B.
 SENTINEL = b"!"
 #: send_many batch, recv_many limit.
@@ -141,37 +134,6 @@ def plan_for(peer: str, sizes: Sequence[int]) -> list[Phase]:
     if peer == SUBJECT:
         phases += [Phase("batch", 64), Phase("zerocopy", 64), Phase("zerocopy", MAX_MESSAGE)]
     return [phase for phase in phases if phase.size in sizes]
-
-
-def size_name(size: int) -> str:
-    if size >= MIB:
-        return f"{size // MIB} MiB"
-    return f"{size // KIB} KiB" if size >= KIB else f"{size} B"
-
-
-def payload_of(size: int) -> bytes:
-    """A message whose every page is really written (a calloc'd bytes(size) would read the zero page)."""
-    return (bytes(range(256)) * (size // 256 + 1))[:size]
-
-
-def pin(cpu: int | None) -> None:
-    """Pin the calling thread (on Linux, affinity is per thread; later threads inherit it)."""
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-
-
-def float_helper_threads(everywhere: set[int]) -> None:
-    """Let every thread of this process but the calling one run on any of `everywhere`.
-
-    The threads a library starts (multiprocessing.Queue's feeder, libzmq's I/O
-    thread) inherit the pinned main thread's CPU; confined there they would
-    queue behind the very thread that handed them the message.
-    """
-    me = threading.get_native_id()
-    for entry in os.listdir("/proc/self/task"):
-        if int(entry) != me:
-            with suppress(OSError):  # the thread may have exited meanwhile
-                os.sched_setaffinity(int(entry), everywhere)
 
 
 def cpus() -> tuple[int | None, int | None, str]:
@@ -437,7 +399,7 @@ def peer_child(
                 ends[size].send(SENTINEL)
             else:
                 _echo(ends[size])
-        float_helper_threads(everywhere)
+        harness.float_helper_threads(everywhere)
 
         def report(key: str, value: Any) -> None:
             control.send(("phase", (key, value)) if value is not STARTING else ("start", key))
@@ -665,21 +627,6 @@ def counters_round(s: Settings, cpu_a: int | None, cpu_b: int | None) -> tuple[l
         block.unlink()
 
 
-def build(source: Path, directory: str) -> tuple[Path | None, str]:
-    """gcc -O2 `source` into `directory`; the binary, or None and why not."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        return None, f"{source.name} skipped: gcc not found"
-    if not source.is_file():
-        return None, f"{source.name} skipped: {source} not found"
-    binary = Path(directory) / source.stem
-    command = [gcc, "-Wall", "-Wextra", "-Werror", "-O2", "-o", str(binary), str(source)]
-    built = subprocess.run(command, capture_output=True, text=True, check=False)
-    if built.returncode != 0:
-        return None, f"{source.name} skipped: gcc failed: {built.stderr.strip()}"
-    return binary, ""
-
-
 def c_pingpong_round(
     binary: Path, mode: str, trips: int, warmup: int, cpu_a: int | None, cpu_b: int | None
 ) -> list[int]:
@@ -700,36 +647,6 @@ def memcpy_round(binary: Path, repeats: int, cpu: int | None) -> float:
 
 
 # --------------------------------------------------------------------------- statistics
-
-
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (the rule futex_pingpong.c and bench/sync.py use)."""
-    rank = min(len(sorted_values), max(1, math.ceil(fraction * len(sorted_values))))
-    return sorted_values[rank - 1]
-
-
-@dataclass
-class Latency:
-    """Round trips of one row in one size: pooled over the rounds, in nanoseconds."""
-
-    n: int = 0
-    p50_ns: float = math.nan
-    p99_ns: float = math.nan
-    mean_ns: float = math.nan
-    round_p50_ns: list[float] = field(default_factory=list)
-
-
-def latency(rounds: list[list[int]]) -> Latency:
-    pooled = sorted(itertools.chain.from_iterable(rounds))
-    if not pooled:
-        return Latency()
-    return Latency(
-        n=len(pooled),
-        p50_ns=percentile(pooled, 0.50),
-        p99_ns=percentile(pooled, 0.99),
-        mean_ns=sum(pooled) / len(pooled),
-        round_p50_ns=[percentile(sorted(r), 0.50) for r in rounds if r],
-    )
 
 
 @dataclass
@@ -784,36 +701,6 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def machine_note() -> dict[str, Any]:
-    model = ""
-    with suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    core = Path(memipc._core.__file__ or "")
-    return {
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "memipc": memipc.__version__,
-        # Which build was measured: the extension's hash changes with every rebuild.
-        "memipc_core_sha256": hashlib.sha256(core.read_bytes()).hexdigest()[:12] if core.is_file() else "",
-    }
-
-
-def rotated(items: Sequence[Any], by: int) -> list[Any]:
-    """Round r starts at item r: no job is always first, or always right after the same one."""
-    shift = by % len(items)
-    return [*items[shift:], *items[:shift]]
-
-
-def progress(quiet: bool, message: str) -> None:
-    if not quiet:
-        print(message, file=sys.stderr, flush=True)
-
-
 @dataclass
 class Collected:
     """Figures from every round, before they are pooled."""
@@ -832,15 +719,22 @@ class Collected:
                 self.streams.setdefault((peer, f"{kind}:{size}"), []).append((value["sent"], value["ns"]))
 
 
-def run_peer(row: Row, round_index: int, s: Settings, placement: tuple[int | None, int | None]) -> list[str]:
+def run_peer(
+    collected: Collected,
+    row: Row,
+    round_index: int,
+    s: Settings,
+    sizes: Sequence[int],
+    placement: tuple[int | None, int | None],
+) -> list[str]:
     """One round of one peer into `collected`; a failed attempt is retried once for the phases left."""
     notes: list[str] = []
-    plan = plan_for(row.name, SIZES)
+    plan = plan_for(row.name, sizes)
     for attempt in (1, 2):
         done, unsupported, failure = peer_round(row.name, plan, s, *placement)
         for size, reason in unsupported.items():
             row.skipped[str(size)] = reason
-        COLLECTED.add(row.name, done)
+        collected.add(row.name, done)
         if not failure:
             break
         plan = [phase for phase in plan if phase.key not in done and phase.size not in unsupported]
@@ -852,10 +746,8 @@ def run_peer(row: Row, round_index: int, s: Settings, placement: tuple[int | Non
     return notes
 
 
-COLLECTED = Collected()
-
-
 def run_references(
+    collected: Collected,
     job: str,
     round_index: int,
     s: Settings,
@@ -866,18 +758,32 @@ def run_references(
     if job == "shm_counters":
         samples, failure = counters_round(s, cpu_a, cpu_b)
         if samples:
-            COLLECTED.references.setdefault("shm_counters", []).append(samples)
+            collected.references.setdefault("shm_counters", []).append(samples)
         return [f"shared_memory reference failed in round {round_index + 1}: {failure}"] if failure else []
     if job == "c_pingpong" and "pingpong" in binaries:
         for mode, trips in (("spin", s.c_spin_trips), ("sleep", s.c_sleep_trips)):
             samples = c_pingpong_round(binaries["pingpong"], mode, trips, s.c_warmup, cpu_a, cpu_b)
-            COLLECTED.references.setdefault(f"c_{mode}", []).append(samples)
+            collected.references.setdefault(f"c_{mode}", []).append(samples)
     if job == "memcpy" and "memcpy" in binaries:
-        COLLECTED.memcpy_gbps.append(memcpy_round(binaries["memcpy"], s.memcpy_repeats, cpu_a))
+        collected.memcpy_gbps.append(memcpy_round(binaries["memcpy"], s.memcpy_repeats, cpu_a))
     return []
 
 
-def measure(s: Settings, selected: Sequence[str], command: str, quiet: bool) -> Report:
+def measure(
+    s: Settings,
+    selected: Sequence[str],
+    command: str,
+    progress: harness.Progress,
+    *,
+    sizes: Sequence[int] = SIZES,
+    references: Collection[str] = REFERENCES,
+    micro: Path | None = None,
+) -> Report:
+    """One run: every peer in `selected` (memipc first) and every reference in `references`, at `sizes`.
+
+    `micro` is the directory of the C references' sources (see harness.find_micro);
+    without it, or without gcc, their rows are left out with a note.
+    """
     started = time.monotonic()
     cpu_a, cpu_b, where = cpus()
     notes: list[str] = []
@@ -892,49 +798,55 @@ def measure(s: Settings, selected: Sequence[str], command: str, quiet: bool) -> 
         rows.append(Row(name, peer.label, peer.how))
     meta: dict[str, Any] = {
         "command": command,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_note(),
+        "date": harness.utc_now(),
+        "machine": harness.machine_note(),
         "placement": where,
         "settings": asdict(s),
-        "sizes": list(SIZES),
+        "sizes": list(sizes),
         "loadavg_start": list(os.getloadavg()),
     }
     runnable = {row.name: row for row in rows if "all" not in row.skipped}
+    collected = Collected()
     with tempfile.TemporaryDirectory(prefix="memipc-bench-") as directory:
         binaries: dict[str, Path] = {}
-        for key, source in (("pingpong", PINGPONG_C), ("memcpy", MEMCPY_C)):
-            binary, why_not = build(source, directory)
+        for job, key, source in (
+            ("c_pingpong", "pingpong", "futex_pingpong.c"),
+            ("memcpy", "memcpy", "memcpy_bandwidth.c"),
+        ):
+            if job not in references:
+                continue
+            binary, why_not = harness.build_c(source, micro, directory)
             if binary is None:
-                notes.append(why_not)
+                notes.append(f"{source} skipped: {why_not}")
             else:
                 binaries[key] = binary
-        jobs = [*runnable, "shm_counters", "c_pingpong", "memcpy"]
+        jobs = [*runnable, *(job for job in REFERENCES if job in references)]
         for round_index in range(s.rounds):
             for job in rotated(jobs, round_index):
-                progress(quiet, f"round {round_index + 1}/{s.rounds}: {job}")
+                progress(f"round {round_index + 1}/{s.rounds}: {job}")
                 if job in runnable:
-                    notes += run_peer(runnable[job], round_index, s, (cpu_a, cpu_b))
+                    notes += run_peer(collected, runnable[job], round_index, s, sizes, (cpu_a, cpu_b))
                 else:
-                    notes += run_references(job, round_index, s, binaries, (cpu_a, cpu_b))
+                    notes += run_references(collected, job, round_index, s, binaries, (cpu_a, cpu_b))
 
     for row in rows:
-        for (peer_name, key), rounds in COLLECTED.round_trips.items():
+        for (peer_name, key), rounds in collected.round_trips.items():
             if peer_name == row.name:
                 row.round_trip[key] = latency(rounds)
-        for (peer_name, key), streams in COLLECTED.streams.items():
+        for (peer_name, key), streams in collected.streams.items():
             if peer_name == row.name:
                 row.stream[key] = rate(int(key.split(":")[1]), streams)
         for size_text, reason in row.skipped.items():
             if size_text != "all":
                 notes.append(f"{row.label} at {size_name(int(size_text))} skipped: {reason}")
-    references: dict[str, Any] = {key: latency(value) for key, value in COLLECTED.references.items()}
-    if COLLECTED.memcpy_gbps:
-        gbps = COLLECTED.memcpy_gbps
-        references["memcpy_16MiB_gbps"] = sorted(gbps)[(len(gbps) - 1) // 2]
-        references["memcpy_16MiB_round_gbps"] = gbps
+    figures: dict[str, Any] = {key: latency(value) for key, value in collected.references.items()}
+    if collected.memcpy_gbps:
+        gbps = collected.memcpy_gbps
+        figures["memcpy_16MiB_gbps"] = sorted(gbps)[(len(gbps) - 1) // 2]
+        figures["memcpy_16MiB_round_gbps"] = gbps
     meta["loadavg_end"] = list(os.getloadavg())
     meta["seconds"] = round(time.monotonic() - started, 1)
-    report = Report(meta, rows, references, notes=notes)
+    report = Report(meta, rows, figures, notes=notes)
     report.ratios = ratios(report)
     return report
 
@@ -1087,17 +999,6 @@ def ratios(report: Report) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- output
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no NaN or infinity."""
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else round(value, 4)
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    return value
-
-
 def as_json(report: Report) -> dict[str, Any]:
     rows = []
     for row in report.rows:
@@ -1126,7 +1027,7 @@ def as_json(report: Report) -> dict[str, Any]:
         "ratios": report.ratios,
         "notes": report.notes,
     }
-    cleaned: dict[str, Any] = _clean(document)
+    cleaned: dict[str, Any] = harness.clean_for_json(document)
     return cleaned
 
 
@@ -1259,8 +1160,14 @@ def print_text(report: Report) -> None:
         print(f"note: {note.splitlines()[0]}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    script: str = "python bench/queue_bench.py",
+    micro: Path | None = None,
+) -> int:
+    """bench/queue_bench.py: `script` is how the run was started (its report says so)."""
+    parser = argparse.ArgumentParser(prog=script, description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="one round, shorter phases: about a minute")
     parser.add_argument("--json", action="store_true", help="print only a JSON document on stdout")
     parser.add_argument(
@@ -1275,15 +1182,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(peers.NAMES)}")
     selected = [name for name in peers.NAMES if name == SUBJECT or name in chosen]
-    command = " ".join(["python bench/queue_bench.py", *(argv if argv is not None else sys.argv[1:])])
-    report = measure(QUICK if args.quick else FULL, selected, command, quiet=args.json)
+    command = " ".join([script, *(argv if argv is not None else sys.argv[1:])])
+    progress = harness.silent if args.json else harness.to_stderr
+    report = measure(
+        QUICK if args.quick else FULL, selected, command, progress, micro=harness.find_micro(micro)
+    )
     if args.json:
         json.dump(as_json(report), sys.stdout, indent=2)
         print()
     else:
         print_text(report)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

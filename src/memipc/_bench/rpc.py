@@ -5,7 +5,7 @@
 A client process calls a server process that answers every request with the
 same bytes; one call is timed from the request's send to the response's
 return, for 64 B and 1 MiB.  For memipc.Server / memipc.Client and every
-importable peer (bench/peers/rpc_*.py): pyzmq REQ/REP over ipc://,
+importable peer (:mod:`memipc._bench.peers.rpc`): pyzmq REQ/REP over ipc://,
 multiprocessing.Pipe used by hand, and a multiprocessing manager's
 registered object called through its proxy.  The run reports p50 / p99 /
 mean round trip per size after a warm-up, each row's ratio to memipc
@@ -13,7 +13,8 @@ measured in the same run, and issue 5's target (memipc's 64 B round trip at
 least 10x faster than pyzmq REQ/REP).  bench/README.md gives the method.
 
 ``--peers`` picks peers by name (memipc is always measured); ``--json`` prints
-one JSON document on stdout and nothing else.
+one JSON document on stdout and nothing else.  ``memipc bench`` runs the same
+:func:`measure`.
 """
 
 from __future__ import annotations
@@ -257,7 +258,10 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def measure(s: Settings, selected: Sequence[str], placement: Placement, command: str, quiet: bool) -> Report:
+def measure(
+    s: Settings, selected: Sequence[str], placement: Placement, command: str, progress: harness.Progress
+) -> Report:
+    """One run: every row in `selected` (memipc first), at both sizes."""
     started = time.monotonic()
     rows: list[Row] = []
     adapters: dict[str, rpc.RpcPeer] = {}
@@ -292,7 +296,7 @@ def measure(s: Settings, selected: Sequence[str], placement: Placement, command:
     }
     for round_index in range(s.rounds):
         for name in harness.rotated(list(adapters), round_index):
-            harness.progress(quiet, f"round {round_index + 1}/{s.rounds}: {name}")
+            progress(f"round {round_index + 1}/{s.rounds}: {name}")
             row = by_name[name]
             results, failure = peer_round(name, adapters[name], s, cpu_client, cpu_server)
             for size, samples in results.items():
@@ -448,8 +452,9 @@ def print_text(report: Report) -> None:
         print(f"note: {note.splitlines()[0]}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def main(argv: Sequence[str] | None = None, *, script: str = "python bench/rpc_bench.py") -> int:
+    """bench/rpc_bench.py: `script` is how the run was started (its report says so)."""
+    parser = argparse.ArgumentParser(prog=script, description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="one round of shorter phases: about 10 s")
     parser.add_argument("--json", action="store_true", help="print only a JSON document on stdout")
     parser.add_argument(
@@ -469,15 +474,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(rpc.NAMES)}")
     selected = [name for name in rpc.NAMES if name == SUBJECT or name in chosen]
-    command = " ".join(["python bench/rpc_bench.py", *(argv if argv is not None else sys.argv[1:])])
-    report = measure(QUICK if args.quick else FULL, selected, args.placement, command, quiet=args.json)
+    command = " ".join([script, *(argv if argv is not None else sys.argv[1:])])
+    progress = harness.silent if args.json else harness.to_stderr
+    report = measure(QUICK if args.quick else FULL, selected, args.placement, command, progress)
     if args.json:
         json.dump(as_json(report), sys.stdout, indent=2)
         print()
     else:
         print_text(report)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

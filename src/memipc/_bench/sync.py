@@ -16,14 +16,13 @@ conditions (bench/README.md gives the method):
    sleep-only and pure spin), built with gcc into a temporary directory;
 3. the ratios against the issue's targets and against multiprocessing.
 
---json prints one JSON document on stdout and nothing else.
+--json prints one JSON document on stdout and nothing else.  ``memipc bench``
+runs the same :func:`measure` over the libraries of its choice.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import hashlib
 import importlib
 import itertools
 import json
@@ -31,8 +30,6 @@ import math
 import multiprocessing
 import multiprocessing.synchronize
 import os
-import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +37,7 @@ import threading
 import time
 import uuid
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -49,12 +46,16 @@ from typing import Any, Literal
 
 import memipc
 
+from . import harness
+from .harness import percentile, pin, rotated
+
 Placement = Literal["split", "same", "free"]
 Action = Callable[[], object]
 
-HERE = Path(__file__).resolve().parent
-C_SOURCE = HERE / "micro" / "futex_pingpong.c"
 SPAWN = multiprocessing.get_context("spawn")
+
+#: Whose objects the rows measure; a run may leave some out (memipc bench --vs).
+LIBRARIES: tuple[str, ...] = ("memipc", "multiprocessing", "posix_ipc", "threading", "c")
 
 #: Seconds one block may take before its processes are killed and the row marked failed.
 BLOCK_TIMEOUT_S = 60.0
@@ -107,12 +108,6 @@ def load_posix_ipc() -> tuple[ModuleType | None, str]:
 # --------------------------------------------------------------------------- statistics
 
 
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (the rule futex_pingpong.c uses too)."""
-    rank = min(len(sorted_values), max(1, math.ceil(fraction * len(sorted_values))))
-    return sorted_values[rank - 1]
-
-
 @dataclass
 class Figures:
     """One row of a table: p50 / p99 / mean in nanoseconds, and the p50 of every round."""
@@ -160,11 +155,6 @@ def cpus_for(placement: Placement) -> tuple[int | None, int | None, str]:
     return available[0], available[0], f"same: A and B both pinned to CPU {available[0]}{reason}"
 
 
-def pin(cpu: int | None) -> None:
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-
-
 # --------------------------------------------------------------------------- (1) uncontended
 
 Maker = Callable[[], tuple[Action, Action, Callable[[], None]]]
@@ -173,6 +163,7 @@ Maker = Callable[[], tuple[Action, Action, Callable[[], None]]]
 @dataclass(frozen=True)
 class Uncontended:
     label: str
+    library: str  # one of LIBRARIES
     baseline: str  # the multiprocessing row it is compared with
     make: Maker  # builds the object here; returns (acquire, release, close)
 
@@ -228,12 +219,12 @@ def _threading_lock() -> tuple[Action, Action, Callable[[], None]]:
 
 
 UNCONTENDED = [
-    Uncontended("memipc.Mutex", "multiprocessing.Lock", _memipc_mutex),
-    Uncontended("memipc.Semaphore", "multiprocessing.Semaphore", _memipc_semaphore),
-    Uncontended("multiprocessing.Lock", "multiprocessing.Lock", _mp_lock),
-    Uncontended("multiprocessing.Semaphore", "multiprocessing.Semaphore", _mp_semaphore),
-    Uncontended("posix_ipc.Semaphore", "multiprocessing.Semaphore", _posix_semaphore),
-    Uncontended("threading.Lock (in-process)", "multiprocessing.Lock", _threading_lock),
+    Uncontended("memipc.Mutex", "memipc", "multiprocessing.Lock", _memipc_mutex),
+    Uncontended("memipc.Semaphore", "memipc", "multiprocessing.Semaphore", _memipc_semaphore),
+    Uncontended("multiprocessing.Lock", "multiprocessing", "multiprocessing.Lock", _mp_lock),
+    Uncontended("multiprocessing.Semaphore", "multiprocessing", "multiprocessing.Semaphore", _mp_semaphore),
+    Uncontended("posix_ipc.Semaphore", "posix_ipc", "multiprocessing.Semaphore", _posix_semaphore),
+    Uncontended("threading.Lock (in-process)", "threading", "multiprocessing.Lock", _threading_lock),
 ]
 
 
@@ -260,6 +251,12 @@ class Handoff:
     label: str
     kind: str  # memipc.Event, memipc.Semaphore, mp.Event, mp.Semaphore, posix_ipc, c-sleep, c-spin
     spin: float | None = None
+
+    @property
+    def library(self) -> str:
+        """One of LIBRARIES."""
+        prefix = self.kind.split(".")[0].split("-")[0]
+        return {"mp": "multiprocessing"}.get(prefix, prefix)
 
 
 HANDOFFS = [
@@ -484,19 +481,6 @@ class CPeer:
         self._samples.unlink(missing_ok=True)
 
 
-def build_c_reference(directory: str) -> tuple[Path | None, str]:
-    """Compile futex_pingpong.c into `directory`: the binary, or None and why not."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        return None, "C reference rows skipped: gcc not found"
-    binary = Path(directory) / "futex_pingpong"
-    command = [gcc, "-Wall", "-Wextra", "-Werror", "-O2", "-o", str(binary), str(C_SOURCE)]
-    built = subprocess.run(command, capture_output=True, text=True, check=False)
-    if built.returncode != 0:
-        return None, f"C reference rows skipped: gcc failed: {built.stderr.strip()}"
-    return binary, ""
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -509,42 +493,12 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def machine_note() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    core = Path(memipc._core.__file__ or "")
-    return {
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "memipc": memipc.__version__,
-        # Which build was measured: the extension's hash changes with every rebuild.
-        "memipc_core_sha256": hashlib.sha256(core.read_bytes()).hexdigest()[:12] if core.is_file() else "",
-    }
-
-
-def rotated(items: Sequence[Any], by: int) -> list[Any]:
-    """Round r starts at item r: no peer is always first, or always right after the same one."""
-    shift = by % len(items)
-    return [*items[shift:], *items[:shift]]
-
-
-def progress(quiet: bool, message: str) -> None:
-    if not quiet:
-        print(message, file=sys.stderr, flush=True)
-
-
-def measure_uncontended(settings: Settings, with_posix: bool, quiet: bool) -> list[Figures]:
-    candidates = [u for u in UNCONTENDED if with_posix or not u.label.startswith("posix_ipc")]
+def measure_uncontended(
+    settings: Settings, libraries: Collection[str], progress: harness.Progress
+) -> list[Figures]:
+    candidates = [u for u in UNCONTENDED if u.library in libraries]
     samples: dict[str, list[list[float]]] = {u.label: [] for u in candidates}
-    progress(quiet, f"uncontended: {settings.unc_rounds} rounds")
+    progress(f"uncontended: {settings.unc_rounds} rounds")
     for round_index in range(settings.unc_rounds):
         for item in rotated(candidates, round_index):
             acquire, release, close = item.make()
@@ -560,7 +514,11 @@ def measure_uncontended(settings: Settings, with_posix: bool, quiet: bool) -> li
 
 
 def measure_handoff(
-    settings: Settings, peers: list[Handoff], binary: Path | None, placement: Placement, quiet: bool
+    settings: Settings,
+    peers: list[Handoff],
+    binary: Path | None,
+    placement: Placement,
+    progress: harness.Progress,
 ) -> tuple[list[Figures], list[str]]:
     cpu_a, cpu_b, _ = cpus_for(placement)
     notes: list[str] = []
@@ -568,7 +526,7 @@ def measure_handoff(
     rounds: dict[str, list[list[float]]] = {p.label: [] for p in peers}
     failures: dict[str, str] = {}
     try:
-        progress(quiet, f"handoff: starting {len(peers)} peers")
+        progress(f"handoff: starting {len(peers)} peers")
         for peer in peers:
             if peer.kind.startswith("c-"):
                 assert binary is not None
@@ -577,7 +535,7 @@ def measure_handoff(
                 runners[peer.label] = PythonPair(peer, cpu_a, cpu_b)
         for round_index in range(settings.rounds):
             if round_index % 10 == 0:
-                progress(quiet, f"handoff: round {round_index + 1}/{settings.rounds}")
+                progress(f"handoff: round {round_index + 1}/{settings.rounds}")
             for peer in rotated(peers, round_index):
                 if peer.label in failures:
                     continue
@@ -595,38 +553,52 @@ def measure_handoff(
     return figures, notes
 
 
-def measure(settings: Settings, placement: Placement, command: str, quiet: bool) -> Report:
+def measure(
+    settings: Settings,
+    placement: Placement,
+    command: str,
+    progress: harness.Progress,
+    *,
+    libraries: Collection[str] = LIBRARIES,
+    micro: Path | None = None,
+) -> Report:
+    """One run of the rows whose library is in `libraries` (posix_ipc only if importable).
+
+    `micro` is the directory of futex_pingpong.c (see harness.find_micro);
+    without it, or without gcc, the C rows are left out with a note.
+    """
     started = time.monotonic()
     notes: list[str] = []
-    posix_ipc, posix_note = load_posix_ipc()
-    if posix_ipc is None:
-        notes.append(posix_note)
+    chosen = set(libraries)
+    if "posix_ipc" in chosen:
+        posix_ipc, posix_note = load_posix_ipc()
+        if posix_ipc is None:
+            notes.append(posix_note)
+            chosen.discard("posix_ipc")
     cpu_a, cpu_b, where = cpus_for(placement)
     meta: dict[str, Any] = {
         "command": command,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_note(),
+        "date": harness.utc_now(),
+        "machine": harness.machine_note(),
         "placement": where,
         "settings": asdict(settings),
         "loadavg_start": list(os.getloadavg()),
     }
-    uncontended = measure_uncontended(settings, posix_ipc is not None, quiet)
+    uncontended = measure_uncontended(settings, chosen, progress)
     with tempfile.TemporaryDirectory(prefix="memipc-bench-") as directory:
-        binary, c_note = build_c_reference(directory)
-        if binary is None:
-            notes.append(c_note)
-        peers = [
-            p
-            for p in HANDOFFS
-            if (p.kind != "posix_ipc" or posix_ipc is not None)
-            and (not p.kind.startswith("c-") or binary is not None)
-        ]
-        if cpu_a is not None and cpu_a == cpu_b:
+        binary: Path | None = None
+        if "c" in chosen:
+            binary, c_note = harness.build_c("futex_pingpong.c", micro, directory)
+            if binary is None:
+                notes.append(f"C reference rows skipped: {c_note}")
+                chosen.discard("c")
+        peers = [p for p in HANDOFFS if p.library in chosen]
+        if cpu_a is not None and cpu_a == cpu_b and "c" in chosen:
             peers = [p for p in peers if p.kind != "c-spin"]
             notes.append(
                 "C spin row skipped: A and B share one CPU, where a pure spin only waits out time slices"
             )
-        handoff, handoff_notes = measure_handoff(settings, peers, binary, placement, quiet)
+        handoff, handoff_notes = measure_handoff(settings, peers, binary, placement, progress)
         notes.extend(handoff_notes)
     meta["loadavg_end"] = list(os.getloadavg())
     meta["seconds"] = round(time.monotonic() - started, 1)
@@ -828,8 +800,11 @@ def print_text(report: Report) -> None:
         print(f"note: {note}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+def main(
+    argv: Sequence[str] | None = None, *, script: str = "python bench/sync.py", micro: Path | None = None
+) -> int:
+    """bench/sync.py: `script` is how the run was started (its report says so)."""
+    parser = argparse.ArgumentParser(prog=script, description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer round trips: under 20 s, less stable")
     parser.add_argument("--json", action="store_true", help="print only a JSON document on stdout")
     parser.add_argument(
@@ -839,15 +814,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="split (default): A and B pinned to two different CPUs; same: both on one CPU; free: not pinned",
     )
     args = parser.parse_args(argv)
-    command = " ".join(["python bench/sync.py", *(sys.argv[1:] if argv is None else argv)])
-    report = measure(QUICK if args.quick else FULL, args.placement, command, quiet=args.json)
+    command = " ".join([script, *(sys.argv[1:] if argv is None else argv)])
+    progress = harness.silent if args.json else harness.to_stderr
+    report = measure(
+        QUICK if args.quick else FULL, args.placement, command, progress, micro=harness.find_micro(micro)
+    )
     if args.json:
         json.dump(as_json(report), sys.stdout, indent=2)
         print()
     else:
         print_text(report)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
