@@ -534,8 +534,7 @@ def measure_handoff(
             else:
                 runners[peer.label] = PythonPair(peer, cpu_a, cpu_b)
         for round_index in range(settings.rounds):
-            if round_index % 10 == 0:
-                progress(f"handoff: round {round_index + 1}/{settings.rounds}")
+            progress(f"handoff: round {round_index + 1}/{settings.rounds}")
             for peer in rotated(peers, round_index):
                 if peer.label in failures:
                     continue

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import _demo, _gc, _info, _ls, _rm, _watch
+from . import _bench, _demo, _gc, _info, _ls, _rm, _watch
 
 EPILOG = """examples:
   memipc ls                   what is in shared memory: kind, size, creator, users, stale flag
@@ -20,6 +20,7 @@ EPILOG = """examples:
   memipc rm frames            remove an object nobody uses (--force: even if used)
   memipc demo                 seed 000's image job between two processes, two ways, timed
   memipc demo --frames 20 --size 640x480 --out frames
+  memipc bench --quick        memipc against every IPC library installed here, as ratios from one run
 """
 
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _rm.add_parser(commands)
     _gc.add_parser(commands)
     _demo.add_parser(commands)
+    _bench.add_parser(commands)
     return parser
 
 
