@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import _demo, _doctor, _gc, _info, _ls, _rm, _watch
+from . import _bench, _demo, _doctor, _gc, _info, _ls, _rm, _watch
 
 EPILOG = """examples:
   memipc ls                   what is in shared memory: kind, size, creator, users, stale flag
@@ -21,6 +21,7 @@ EPILOG = """examples:
   memipc demo                 seed 000's image job between two processes, two ways, timed
   memipc demo --frames 20 --size 640x480 --out frames
   memipc doctor               check /dev/shm, containers, RemoveIPC and limits; explain each fix
+  memipc bench --quick        memipc against every IPC library installed here, as ratios from one run
 """
 
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _gc.add_parser(commands)
     _demo.add_parser(commands)
     _doctor.add_parser(commands)
+    _bench.add_parser(commands)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The libraries bench/queue_bench.py measures, each behind one small adapter interface.
+"""The libraries the queue benchmark (:mod:`memipc._bench.queue`) measures, each behind one small adapter.
 
 Every module in this package adapts one way of moving byte messages between
 two processes: memipc.Queue and its peers.  The benchmark only ever talks to
@@ -10,7 +10,7 @@ process B (the side that echoes or consumes): ``a2b`` and ``b2a``.  Its life:
     peer = load("pyzmq_ipc")                # raises Unavailable (with the pip command)
     link = peer.create(size, max_message)   # parent, before spawning: picklable handles
     end = peer.open(link, "b")              # in each spawned child: that side's Endpoint
-    end.send(b"..."); end.recv()            # the loops in bench/queue_bench.py
+    end.send(b"..."); end.recv()            # the loops in memipc._bench.queue
     end.close()                             # child
     peer.destroy(link)                      # parent, after the children are gone
 
@@ -27,7 +27,7 @@ library's own methods wherever the library already has the right shape, so
 that the benchmark measures the library and not an adapter's extra Python
 frame.
 
-bench/pubsub_bench.py and bench/rpc_bench.py measure other shapes of
+The pub/sub and request/response benchmarks measure other shapes of
 communication and have interfaces of their own, in :mod:`.pubsub` (adapters
 ``pubsub_*.py``) and :mod:`.rpc` (adapters ``rpc_*.py``); they share
 :class:`Unavailable` and :data:`SPAWN` with this one.
@@ -59,8 +59,7 @@ INSTALL: dict[str, str] = {
 NAMES: tuple[str, ...] = tuple(INSTALL)
 
 #: Every process of the benchmark is started this way: a fresh interpreter, nothing inherited.
-#: (What multiprocessing.get_context("spawn") returns, built directly: mypy cannot type that
-#: call here, because bench/queue_bench.py, taken for the module `queue`, closes an import cycle.)
+#: (What multiprocessing.get_context("spawn") returns, built directly.)
 SPAWN: SpawnContext = SpawnContext()
 
 #: Bytes of buffering a message-counted peer may hold per channel: roughly what memipc's ring holds.

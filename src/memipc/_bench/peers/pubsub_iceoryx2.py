@@ -45,7 +45,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any, ClassVar
 
-import iceoryx2 as iox2  # type: ignore[import-untyped]
+import iceoryx2 as iox2
 
 from .pubsub import PublisherEnd, PubSubPeer, SubscriberEnd
 

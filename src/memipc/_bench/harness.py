@@ -1,10 +1,10 @@
-"""What bench/pubsub_bench.py and bench/rpc_bench.py share: payloads, statistics, placement, output.
+"""What the benchmarks share: payloads, statistics, placement, the C references, progress, output.
 
-Nothing here measures anything.  The two benchmarks run many spawned
-processes and report figures from all of them in one table; this module
-holds the small pieces both need to do that the same way: the message
-payload, nearest-rank percentiles, pinning, a note on the machine and the
-memipc build measured, and JSON that has no NaN.
+Nothing here measures anything.  The benchmarks run many spawned processes
+and report figures from all of them in one table; this module holds the small
+pieces they need to do that the same way: the message payload, nearest-rank
+percentiles, pinning, a note on the machine and the memipc build measured,
+building the C reference programs, progress lines, and JSON that has no NaN.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import importlib
 import math
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +67,7 @@ def available_cpus() -> list[int]:
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (the rule bench/sync.py and bench/queue_bench.py use)."""
+    """Nearest-rank percentile (the rule futex_pingpong.c uses too)."""
     rank = min(len(sorted_values), max(1, math.ceil(fraction * len(sorted_values))))
     return sorted_values[rank - 1]
 
@@ -136,9 +138,50 @@ def rotated(items: Sequence[Any], by: int) -> list[Any]:
     return [*items[shift:], *items[:shift]]
 
 
-def progress(quiet: bool, message: str) -> None:
-    if not quiet:
-        print(message, file=sys.stderr, flush=True)
+#: Where a benchmark says what it is doing, one short line per step (a peer's round, a cell):
+#: the scripts print each line to stderr, ``memipc bench`` redraws one line in place on a terminal.
+Progress = Callable[[str], None]
+
+
+def to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def silent(message: str) -> None:
+    """Progress of a script's --json run: nothing but the document is printed."""
+
+
+# --------------------------------------------------------------------------- the C references
+
+#: The C reference programs are not part of the package: they are in bench/micro/ of a memipc
+#: checkout.  From the package's own file, that is three levels up (src/memipc/_bench/).
+CHECKOUT_MICRO = Path(__file__).resolve().parents[3] / "bench" / "micro"
+
+
+def find_micro(explicit: Path | None = None) -> Path | None:
+    """The directory holding bench/micro/*.c, or None: `explicit` if given, else ./bench/micro,
+    else the checkout this memipc runs from (an editable install).  None means the C rows are skipped."""
+    candidates = [explicit] if explicit is not None else [Path("bench", "micro"), CHECKOUT_MICRO]
+    for candidate in candidates:
+        if candidate is not None and (candidate / "futex_pingpong.c").is_file():
+            return candidate.resolve()
+    return None
+
+
+def build_c(name: str, micro: Path | None, directory: str) -> tuple[Path | None, str]:
+    """gcc -Wall -Wextra -Werror -O2 micro/`name` into `directory`: the binary, or None and why not."""
+    source = None if micro is None else micro / name
+    if source is None or not source.is_file():
+        return None, f"bench/micro/{name} not found (it comes with a memipc checkout, not the package)"
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        return None, "gcc not found"
+    binary = Path(directory) / source.stem
+    command = [gcc, "-Wall", "-Wextra", "-Werror", "-O2", "-o", str(binary), str(source)]
+    built = subprocess.run(command, capture_output=True, text=True, check=False)
+    if built.returncode != 0:
+        return None, f"gcc failed: {built.stderr.strip()}"
+    return binary, ""
 
 
 def clean_for_json(value: Any) -> Any:

@@ -12,19 +12,13 @@ they stop raising ``Full`` / ``Empty``.
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing.queues
+from queue import Empty, Full
 from typing import ClassVar
 
 from . import BUFFER_BYTES, SPAWN, Endpoint, Peer, Side
 
 DEFAULT_DEPTH = 1000
-
-# queue.Empty and queue.Full, fetched at run time: mypy, given bench/queue_bench.py on its command
-# line, takes that file for the standard library's `queue` (at run time it is moved out of the way).
-_stdlib_queue = importlib.import_module("queue")
-Empty: type[Exception] = _stdlib_queue.Empty
-Full: type[Exception] = _stdlib_queue.Full
 
 
 class MultiprocessingQueue(Peer):

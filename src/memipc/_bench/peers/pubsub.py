@@ -1,4 +1,4 @@
-"""The publish-subscribe libraries bench/pubsub_bench.py measures, behind one small adapter interface.
+"""The publish-subscribe libraries :mod:`memipc._bench.pubsub` measures, behind one adapter interface.
 
 One *channel* has one publisher process and ``subscribers`` subscriber
 processes.  Its life, driven by the benchmark:
@@ -8,7 +8,7 @@ processes.  Its life, driven by the benchmark:
     pub = peer.publisher(link)               # publisher process, first
     sub = peer.subscriber(link, idle_s)      # each subscriber process, after the publisher
     pub.attached()                           # publisher: how many subscribers it sees (the barrier checks)
-    pub.send(payload) ... ; sub.take() ...   # the loops in bench/pubsub_bench.py
+    pub.send(payload) ... ; sub.take() ...   # the loops in memipc._bench.pubsub
     sub.close(); pub.close()                 # children
     peer.destroy(link); peer.finish()        # parent: after the channel, after the whole run
 

@@ -63,7 +63,7 @@ class MultiprocessingManagerRpc(RpcPeer):
         path, authkey = link
         manager = EchoManager(address=path, authkey=authkey)
         manager.connect()
-        proxy: Any = manager.Echo()  # type: ignore[attr-defined]
+        proxy: Any = manager.Echo()  # type: ignore[attr-defined]  # registered at run time
         call: Callable[[bytes], bytes] = proxy.echo
 
         def close() -> None:

@@ -1,4 +1,4 @@
-"""The request/response libraries bench/rpc_bench.py measures, behind one small adapter interface.
+"""The request/response libraries :mod:`memipc._bench.rpc` measures, behind one adapter interface.
 
 A *service* has one server process and one client process.  The server
 answers every request with the same bytes (an echo), so a 64 B call is 64 B
@@ -8,7 +8,7 @@ each way and a 1 MiB call 1 MiB each way.  Its life, driven by the benchmark:
     link = peer.create(max_message)   # parent, before spawning: picklable
     peer.serve(link, ready)           # server process: set up, call ready(), answer until KeyboardInterrupt
     end = peer.client(link)           # client process, after ready()
-    reply = end.call(request)         # the loops in bench/rpc_bench.py
+    reply = end.call(request)         # the loops in memipc._bench.rpc
     end.close()                       # client
     peer.destroy(link)                # parent, after both processes are gone
 
