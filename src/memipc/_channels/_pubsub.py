@@ -17,7 +17,7 @@ src/c/layout.h); this module is their Python face.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Literal, final
 
@@ -374,8 +374,7 @@ class Subscriber(_Endpoint):
         """The next message if one is there now, else Empty."""
         return self.recv(0)
 
-    @contextmanager
-    def recv_view(self, timeout: float | None = None) -> Iterator[memoryview]:
+    def recv_view(self, timeout: float | None = None) -> AbstractContextManager[memoryview]:
         """The next message, read in place (read-only) until the block ends.
 
         With ``overflow="block"`` this is zero copy: the publisher cannot
@@ -384,34 +383,7 @@ class Subscriber(_Endpoint):
         checked intact) — reading in place could see it overwritten.
         Keeping the memoryview past the block raises BufferError.
         """
-        buf = self._live()
-        if self._overflow == "overwrite":
-            data = self.recv(timeout)
-            view = memoryview(data)
-            try:
-                yield view
-            finally:
-                view.release()
-            return
-        found = self._bus.next(timeout, self._spin)
-        if found is None:
-            raise self._empty(timeout)
-        position, offset, length, sequence = found
-        window = _core.Window(buf, offset, length, True)
-        view = memoryview(window)
-        if _faults.armed:
-            _faults.reach("pubsub.recv_view.inside")
-        try:
-            yield view
-        finally:
-            clean = _let_go(view, window)
-            self._bus.done(position, length, sequence)
-            if not clean:
-                raise BufferError(
-                    "a reference to the received buffer (a slice, an array, a memoryview) outlived the "
-                    "'with sub.recv_view()' block; its record may be overwritten now. "
-                    "Copy what you need inside the block"
-                )
+        return _ReceivedView(self, timeout)
 
     def get(self, timeout: float | None = None) -> Any:
         """Receive an object published with :meth:`Publisher.put`."""
@@ -442,4 +414,53 @@ class Subscriber(_Endpoint):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+class _ReceivedView:
+    """``with sub.recv_view() as view``: a plain class, not a generator, since this is
+    the per-message path of zero-copy fan-out and a generator context manager
+    costs microseconds here."""
+
+    __slots__ = ("_record", "_subscriber", "_timeout", "_view", "_window")
+
+    def __init__(self, subscriber: Subscriber, timeout: float | None) -> None:
+        self._subscriber = subscriber
+        self._timeout = timeout
+        self._view: memoryview | None = None
+        self._window: _core.Window | None = None
+        self._record: tuple[int, int, int] | None = None
+
+    def __enter__(self) -> memoryview:
+        subscriber = self._subscriber
+        buf = subscriber._live()
+        if subscriber._overflow == "overwrite":
+            self._view = memoryview(subscriber.recv(self._timeout))
+            return self._view
+        found = subscriber._bus.next(self._timeout, subscriber._spin)
+        if found is None:
+            raise subscriber._empty(self._timeout)
+        position, offset, length, sequence = found
+        self._record = (position, length, sequence)
+        self._window = window = _core.Window(buf, offset, length, True)
+        self._view = view = memoryview(window)
+        if _faults.armed:
+            _faults.reach("pubsub.recv_view.inside")
+        return view
+
+    def __exit__(self, *exc: object) -> None:
+        view, window, record = self._view, self._window, self._record
+        self._view = self._window = self._record = None
+        if window is None or record is None:
+            if view is not None:
+                view.release()
+            return
+        assert view is not None
+        clean = _let_go(view, window)
+        self._subscriber._bus.done(*record)
+        if not clean:
+            raise BufferError(
+                "a reference to the received buffer (a slice, an array, a memoryview) outlived the "
+                "'with sub.recv_view()' block; its record may be overwritten now. "
+                "Copy what you need inside the block"
+            )
+
+
 SubscriberInfo.__module__ = Publisher.__module__ = Subscriber.__module__ = "memipc"
