@@ -46,6 +46,8 @@ from .peers import pubsub
 SIZES: tuple[int, ...] = (64, MIB)
 FANOUT: tuple[int, ...] = (1, 4, 16)
 SUBJECT = "memipc_view"
+#: memipc's rows; the target takes the faster one in each cell, as it does for iceoryx2.
+SUBJECTS: tuple[str, ...] = ("memipc_view", "memipc_copy")
 #: The target is judged against the faster of the iceoryx2 rows in each cell.
 TARGET_PEERS: tuple[str, ...] = ("iceoryx2", "iceoryx2_polling")
 TARGET_SUBSCRIBERS = 16
@@ -489,14 +491,20 @@ def ratios(report: Report) -> list[dict[str, Any]]:
     n = TARGET_SUBSCRIBERS
     sizes: list[int] = report.meta["sizes"]
     for size in sizes:
-        mine = _mean(report, SUBJECT, size, n)
+        # Each side in its faster configuration in this cell: memipc's recv_view
+        # (zero copy) or recv (one copy; cheaper than zero-copy bookkeeping for
+        # small messages), iceoryx2's events or polling.
+        ours = [(_mean(report, name, size, n), name) for name in SUBJECTS]
+        ours = [(rate, name) for rate, name in ours if not math.isnan(rate)]
+        mine, my_best = max(ours) if ours else (math.nan, SUBJECT)
         candidates = [(_mean(report, name, size, n), name) for name in TARGET_PEERS]
         measured = [(rate, name) for rate, name in candidates if not math.isnan(rate)]
         theirs, best = max(measured) if measured else (math.nan, TARGET_PEERS[0])
         value = mine / theirs
         out.append(
             {
-                "ratio": f"{size_name(size)}, {n} subscribers, per-subscriber msgs/s, memipc recv_view / "
+                "ratio": f"{size_name(size)}, {n} subscribers, per-subscriber msgs/s, memipc, its faster "
+                f"configuration here ({labels.get(my_best, my_best)}) / "
                 f"iceoryx2, its faster configuration here ({labels.get(best, best)})",
                 "value": value,
                 "target": f">= {TARGET_RATIO:g}",
