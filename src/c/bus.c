@@ -146,6 +146,15 @@ static int lowest_cursor(const struct mi_bus_view *view, uint64_t oldest, uint64
             continue;
         uint64_t cursor = mi_load_acquire_u64(&slot->cursor);
         if (cursor < oldest || cursor > tail || cursor % MI_RECORD_HEADER != 0) {
+            /* A subscriber killed inside its join (slot claimed, its own
+             * cursor not yet stored) leaves the previous occupant's cursor:
+             * free the slot if its owner is dead, whatever the schedule of
+             * liveness checks. */
+            if (!slot_alive(slot, identity)) {
+                if (mi_cas_acq_rel_u64(&slot->identity, identity, 0))
+                    mi_fetch_add_relaxed_u64(&view->bus->subscribers_lost, 1);
+                continue;
+            }
             if (locked)
                 return MI_CORRUPT;
             cursor = oldest;

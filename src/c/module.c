@@ -2082,6 +2082,14 @@ static PyObject *bus_done(BusHandle *self, PyObject *const *args, Py_ssize_t nar
     return outcome == MI_OK ? Py_NewRef(Py_True) : raise_for_bus(outcome, "Subscriber.recv_view");
 }
 
+/* cancel(): give up the message next() returned without consuming it (the next receive gets it again) */
+static PyObject *bus_cancel(BusHandle *self, PyObject *unused)
+{
+    (void)unused;
+    self->reading = 0;
+    Py_RETURN_NONE;
+}
+
 /* counters() -> (received, missed, bytes, position, next sequence) of this subscriber */
 static PyObject *bus_counters(BusHandle *self, PyObject *unused)
 {
@@ -2124,6 +2132,7 @@ static PyMethodDef bus_methods[] = {
     {"done", (PyCFunction)(void (*)(void))bus_done, METH_FASTCALL,
      "done(position, length, sequence) -> bool: False if overwritten while read."},
     {"counters", (PyCFunction)bus_counters, METH_NOARGS, "counters() -> (received, missed, bytes, position, next sequence)."},
+    {"cancel", (PyCFunction)bus_cancel, METH_NOARGS, "cancel(): drop what next() returned; it is received again."},
     {"parameters", (PyCFunction)bus_parameters, METH_NOARGS, "parameters() -> (capacity, max_message, overwrite)."},
     {"close", (PyCFunction)bus_close, METH_NOARGS, "close(): leave, drop any loan, release the buffer."},
     {NULL, NULL, 0, NULL},

@@ -254,10 +254,14 @@ class Publisher(_Endpoint):
             raise self._full(timeout)
         assert isinstance(reserved, tuple)
         position, offset = reserved
-        window = _core.Window(buf, offset, nbytes)
-        view = memoryview(window)
-        if _faults.armed:
-            _faults.reach("pubsub.loan.after_reserve")
+        try:
+            window = _core.Window(buf, offset, nbytes)
+            view = memoryview(window)
+            if _faults.armed:
+                _faults.reach("pubsub.loan.after_reserve")
+        except BaseException:
+            self._bus.abort()  # Ctrl-C before the block: drop the reservation and its lock
+            raise
         try:
             yield view
             if _faults.armed:
@@ -438,11 +442,16 @@ class _ReceivedView:
         if found is None:
             raise subscriber._empty(self._timeout)
         position, offset, length, sequence = found
+        try:
+            window = _core.Window(buf, offset, length, True)
+            view = memoryview(window)
+            if _faults.armed:
+                _faults.reach("pubsub.recv_view.inside")
+        except BaseException:
+            subscriber._bus.cancel()  # Ctrl-C before the block: the message stays unread
+            raise
         self._record = (position, length, sequence)
-        self._window = window = _core.Window(buf, offset, length, True)
-        self._view = view = memoryview(window)
-        if _faults.armed:
-            _faults.reach("pubsub.recv_view.inside")
+        self._window, self._view = window, view
         return view
 
     def __exit__(self, *exc: object) -> None:
