@@ -310,8 +310,10 @@ int mi_bus_commit(const struct mi_bus_view *view, uint64_t position)
 
 void mi_bus_abort(const struct mi_bus_view *view)
 {
-    /* Nothing was published: `tail` did not move.  A moved `oldest` only
-     * means older messages are no longer offered to late joiners. */
+    /* Nothing was published: `tail` did not move.  But `oldest` may have
+     * moved: in "block" mode past records every subscriber had read (late
+     * joiners are no longer offered them); in "overwrite" mode possibly past
+     * unread ones, which lagging subscribers then count as missed. */
     mi_owned_unlock(&view->bus->publisher_lock);
 }
 

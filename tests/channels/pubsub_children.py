@@ -21,6 +21,10 @@ Reports (tuples on ``conn``, first item says what happened):
 * ``("ready", pid)``: a publisher is open and waits for the parent's ``("go",)``;
 * ``("half", pid)``: a publisher sent its first batch and waits for ``("go",)``;
 * ``("blocking", pid, monotonic)`` / ``("interrupted", monotonic)``: Ctrl-C children.
+
+:class:`BusControl` at the end is the parent's side: the channel's control
+block, slots and records read and written through its /dev/shm file, with the
+offsets of layout.h (struct mi_bus, mi_bus_slot, mi_bus_record).
 """
 
 from __future__ import annotations

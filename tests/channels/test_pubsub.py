@@ -599,10 +599,9 @@ def test_a_blocked_send_wakes_when_the_subscriber_reads(channel: Endpoints) -> N
 
 @pytest.mark.xfail(
     strict=True,
-    reason="since 757a801 (space_wanted) a subscriber wakes a blocked publisher only when it crosses "
-    "'a quarter ring beyond the need'; one that frees exactly the room needed (and then pauses) "
-    "leaves the publisher asleep until its 50 ms slice ends (docs/design/pubsub.md still promises "
-    "'no lost wake-up'); intended trade-off or bug: the maintainers' call",
+    reason="the space_wanted trade-off (docs/design/pubsub.md): a subscriber wakes a blocked publisher "
+    "only when it crosses 'a quarter ring beyond the need'; one that frees exactly the room needed and "
+    "then pauses leaves the publisher asleep until its 50 ms wait slice ends",
 )
 def test_a_blocked_send_is_woken_as_soon_as_the_slowest_subscriber_frees_its_room(
     channel: Endpoints,
@@ -685,6 +684,35 @@ def test_an_overwriting_publisher_never_waits_and_a_lapped_subscriber_counts_wha
     assert publisher.stats().waits == 0
     [info] = publisher.subscribers()
     assert (info.received, info.missed, info.lag) == (FILL_COUNT, 100 - FILL_COUNT, 0)
+
+
+def test_a_discarded_loan_in_overwrite_mode_costs_lagging_subscribers_the_room_it_took(
+    channel: Endpoints,
+) -> None:
+    """The loan takes its room when it is granted (it is filled in place): discarding it gives nothing back.
+
+    A lagging subscriber loses the messages that room held, even the newest,
+    and counts them as missed once the next message arrives.
+    """
+    publisher = channel.publisher(overflow="overwrite")
+    subscriber = channel.subscriber()
+    for index in range(2):
+        publisher.send_nowait(bytes([index]) * 1500)  # two 1536-byte records, at 0 and 1536
+
+    def discard() -> None:  # 1024 bytes of padding to the end of the ring, then 2048: both records' room
+        with publisher.loan(MAX) as buf:
+            buf[:] = b"\xee" * MAX
+            raise _Abort
+
+    with pytest.raises(_Abort):
+        discard()
+    with pytest.raises(Empty):
+        subscriber.recv_nowait()
+    assert (subscriber.received, subscriber.missed) == (0, 0), "a gap is counted when what follows arrives"
+    publisher.send_nowait(b"next")
+    assert subscriber.recv_nowait() == b"next"
+    assert (subscriber.received, subscriber.missed) == (1, 2)
+    assert publisher.stats().sent == 3
 
 
 def test_recv_view_in_overwrite_mode_is_a_read_only_copy(channel: Endpoints) -> None:
@@ -1863,6 +1891,10 @@ def test_overwrite_mode_loses_only_whole_messages_and_counts_every_loss(
                 join("earliest" if argument else "latest")
             elif argument < len(subscribers):
                 take(argument, operation)
+        # A gap is counted when the message after it arrives, and a discarded loan may have taken the
+        # room of the newest messages: one last message makes every subscriber's count final.
+        publisher.send_nowait(stamped(sent, STAMP.size))
+        sent += 1
         for index, (subscriber, first) in enumerate(subscribers):
             while take(index, "recv"):
                 pass
@@ -1872,8 +1904,7 @@ def test_overwrite_mode_loses_only_whole_messages_and_counts_every_loss(
                 f"subscriber {index} (expecting {first} first): {received} received + {missed} missed, "
                 f"but {sent - first} were published since"
             )
-            if sent > first:
-                assert got[index][-1] == sent - 1, "the newest message is always still in the ring"
+            assert got[index][-1] == sent - 1, "the newest message is always still in the ring"
             assert subscriber.stats().drops == missed
             assert subscriber.stats().depth == 0
     finally:
