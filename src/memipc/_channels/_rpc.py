@@ -100,6 +100,7 @@ from .._segment import reclaim_abandoned
 from .._sync._base import check_tag, claim
 from . import _codec
 from ._queue import DEFAULT_CAPACITY, Queue, ring_geometry
+from ._queue import _let_go as _release_view
 from ._stats import ChannelStats
 
 # ---- layout (see the table above) ------------------------------------------------
@@ -1568,18 +1569,6 @@ class Client:
             f"<memipc.Client name={self._name!r} kind='rpc' slot={self._slot} "
             f"max_message={self._max_message}{state}>"
         )
-
-
-def _release_view(view: memoryview, window: _core.Window) -> bool:
-    """Let go of our view of a record; False if anything made from it is still alive."""
-    try:
-        view.release()
-    except BufferError:
-        return False
-    if window.exported():
-        return False
-    window.close()
-    return True
 
 
 Request.__module__ = Server.__module__ = Client.__module__ = "memipc"
